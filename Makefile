@@ -1,0 +1,31 @@
+# `make run` and `make test` do all set-up themselves on a machine that has never seen the project.
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# pip takes the CPU build of torch==2.13.0 from local disk on these machines (see README).
+EXTRAS  := pytorch,data,dev
+
+.PHONY: install run test lint browser clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+# Headless Chromium opens the HTML report in the report tests (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+run: install
+	$(VENV)/bin/algoperf run
+
+lint: install
+	$(VENV)/bin/ruff check algoperf workloads submissions scoring scripts tests
+
+test: install browser lint
+	$(PYTHON) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

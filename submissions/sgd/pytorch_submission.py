@@ -1,0 +1,60 @@
+"""SGD with heavy-ball or Nesterov momentum, linear warmup and cosine decay over step_hint.
+
+Hyperparameters: learning_rate, one_minus_beta1 (momentum = 1 - one_minus_beta1), nesterov
+(true: Nesterov, false: heavy-ball), weight_decay (coupled L2, as torch.optim.SGD),
+warmup_factor, label_smoothing, dropout_rate, optional grad_clip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from algoperf import spec
+from submissions.torch_training import (
+    data_selection,
+    get_batch_size,
+    hp,
+    make_scheduler,
+    training_step,
+)
+
+__all__ = ["get_batch_size", "init_optimizer_state", "update_params", "data_selection"]
+
+
+def init_optimizer_state(
+    workload: spec.Workload,
+    model_params: spec.ParameterContainer,
+    model_state: spec.ModelAuxiliaryState,
+    hyperparameters: spec.Hyperparameters,
+    rng: spec.RandomState,
+) -> spec.OptimizerState:
+    optimizer = torch.optim.SGD(
+        model_params.parameters(),
+        lr=hp(hyperparameters, "learning_rate", 0.1),
+        momentum=1.0 - hp(hyperparameters, "one_minus_beta1", 0.1),
+        nesterov=bool(hp(hyperparameters, "nesterov", True)),
+        weight_decay=hp(hyperparameters, "weight_decay", 5e-4),
+    )
+    return {"optimizer": optimizer, "scheduler": make_scheduler(optimizer, workload, hyperparameters)}
+
+
+def update_params(
+    workload: spec.Workload,
+    current_param_container: spec.ParameterContainer,
+    current_params_types: spec.ParameterTypeTree,
+    model_state: spec.ModelAuxiliaryState,
+    hyperparameters: spec.Hyperparameters,
+    batch: dict[str, spec.Tensor],
+    loss_type: spec.LossType,
+    optimizer_state: spec.OptimizerState,
+    eval_results: list[tuple[int, float]],
+    global_step: int,
+    rng: spec.RandomState,
+    train_state: dict[str, Any] | None = None,
+) -> spec.UpdateReturn:
+    return training_step(
+        workload, current_param_container, model_state, hyperparameters, batch,
+        optimizer_state, global_step, rng,
+    )
