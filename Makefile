@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 # pip takes the CPU build of torch==2.13.0 from local disk on these machines (see README).
 EXTRAS  := pytorch,data,dev
 
-.PHONY: install run test lint browser clean
+.PHONY: install run test test-heavy lint browser clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ lint: install
 
 test: install browser lint
 	$(PYTHON) -m pytest -q
+
+# The tests marked heavy (every workload variant's synthetic run), left out of `make test`.
+test-heavy: install
+	$(PYTHON) -m pytest -q -m heavy
 
 clean:
 	rm -rf $(VENV) .pytest_cache
