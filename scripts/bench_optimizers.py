@@ -14,6 +14,12 @@ own and amortised into a second figure: Shampoo's batched root recomputation / 1
 inverses / 50 and its factor steps (a second backward pass for the sampled Fisher) / 10.
 Prints `<name>_step_ratio=<median ratio>` lines last.
 
+Each baseline's typical step is also counted in floating-point operations (matrix products and
+convolutions, by `torch.utils.flop_counter`), relative to AdamW's: `flop_ratio`. A compute-bound
+step cannot be faster than its FLOPs allow, so a time ratio can only approach its flop_ratio
+(with Shampoo's statistics computed at half cost, their outputs being symmetric, at best
+`flop_floor`).
+
     python scripts/bench_optimizers.py --steps 15 --rounds 2
 """
 
@@ -94,6 +100,31 @@ def timed(fn: Any) -> float:
     return time.perf_counter() - start
 
 
+def flop_ratios(trainers: dict[str, Trainer], step: int) -> dict[str, tuple[float, float]]:
+    """name -> (FLOPs of one typical step / AdamW's, the same with symmetric statistics at half cost).
+
+    Counted on copies, so that the timed trainers' states do not move.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    totals: dict[str, int] = {}
+    addmms: dict[str, int] = {}
+    for name, trainer in trainers.items():
+        twin = copy.deepcopy(trainer)  # model, optimizer and K-FAC's module hooks copied together
+        with FlopCounterMode(display=False) as counter:
+            twin.step(step)
+        totals[name] = counter.get_total_flops()
+        per_op = counter.get_flop_counts().get("Global", {})
+        addmms[name] = sum(v for k, v in per_op.items() if "addmm" in str(k))
+    base = totals["adamw"]
+    ratios = {}
+    for name, total in totals.items():
+        # Shampoo's statistics are its addmm calls beyond AdamW's (the model's own Linear layers).
+        statistics = addmms[name] - addmms["adamw"] if trainers[name].name == "shampoo" else 0
+        ratios[name] = (total / base, (total - statistics / 2) / base)
+    return ratios
+
+
 def periodic_cost(trainer: Trainer, typical: float) -> float:
     """Seconds per step that the periodic work adds on average (0 for AdamW and Schedule-Free)."""
     name, opt_state = trainer.name, trainer.state
@@ -135,11 +166,13 @@ def main() -> None:
                 if i >= max(1, args.warmup):
                     results[name].append(seconds)
     medians = {name: statistics.median(times) for name, times in results.items()}
+    flops = flop_ratios(trainers, next(s for s in range(steps[-1] + 1, 10**6) if s % 10 != 0))
     for name in BASELINES:
         extra = periodic_cost(trainers[name], medians[name])
         print(f"{name}: median step {medians[name] * 1e3:.1f} ms over {len(results[name])} steps; "
               f"periodic work adds {extra * 1e3:.1f} ms/step; amortised ratio "
-              f"{(medians[name] + extra) / medians['adamw']:.3f}")
+              f"{(medians[name] + extra) / medians['adamw']:.3f}; flop_ratio {flops[name][0]:.3f}, "
+              f"flop_floor {flops[name][1]:.3f}")
     for name in list(BASELINES)[1:]:
         print(f"{name}_step_ratio={medians[name] / medians['adamw']:.3f}")
 
