@@ -15,10 +15,10 @@ inverses / 50 and its factor steps (a second backward pass for the sampled Fishe
 Prints `<name>_step_ratio=<median ratio>` lines last.
 
 Each baseline's typical step is also counted in floating-point operations (matrix products and
-convolutions, by `torch.utils.flop_counter`), relative to AdamW's: `flop_ratio`. A compute-bound
-step cannot be faster than its FLOPs allow, so a time ratio can only approach its flop_ratio
-(with Shampoo's statistics computed at half cost, their outputs being symmetric, at best
-`flop_floor`).
+convolutions, by `torch.utils.flop_counter`), relative to AdamW's: `flop_ratio`, the time ratio
+if the optimizer's matrix products ran as efficiently as the model's convolutions; `flop_floor`
+counts Shampoo's statistics at half cost (their outputs are symmetric), the least any exact
+implementation computes.
 
     python scripts/bench_optimizers.py --steps 15 --rounds 2
 """
@@ -29,6 +29,7 @@ import argparse
 import copy
 import importlib
 import statistics
+import sys
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -103,24 +104,26 @@ def timed(fn: Any) -> float:
 def flop_ratios(trainers: dict[str, Trainer], step: int) -> dict[str, tuple[float, float]]:
     """name -> (FLOPs of one typical step / AdamW's, the same with symmetric statistics at half cost).
 
-    Counted on copies, so that the timed trainers' states do not move.
+    Counted on one more step of each trainer, after the timed ones.
     """
     from torch.utils.flop_counter import FlopCounterMode
+
+    def addmm_inplace_flops(self_shape: Any, a_shape: Any, b_shape: Any, *args: Any, **kwargs: Any) -> int:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]  # torch counts addmm, not its in-place form
 
     totals: dict[str, int] = {}
     addmms: dict[str, int] = {}
     for name, trainer in trainers.items():
-        twin = copy.deepcopy(trainer)  # model, optimizer and K-FAC's module hooks copied together
-        with FlopCounterMode(display=False) as counter:
-            twin.step(step)
+        with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_inplace_flops}) as counter:
+            trainer.step(step)
         totals[name] = counter.get_total_flops()
         per_op = counter.get_flop_counts().get("Global", {})
-        addmms[name] = sum(v for k, v in per_op.items() if "addmm" in str(k))
+        addmms[name] = sum(v for k, v in per_op.items() if "addmm_" in str(k))
     base = totals["adamw"]
     ratios = {}
     for name, total in totals.items():
-        # Shampoo's statistics are its addmm calls beyond AdamW's (the model's own Linear layers).
-        statistics = addmms[name] - addmms["adamw"] if trainers[name].name == "shampoo" else 0
+        # Shampoo's statistics are its in-place addmm_ calls (L += G G^T, R += G^T G).
+        statistics = addmms[name] if trainers[name].name == "shampoo" else 0
         ratios[name] = (total / base, (total - statistics / 2) / base)
     return ratios
 
@@ -145,8 +148,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=15, help="timed steps per baseline and round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (at least 1)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--baselines", default="adamw,shampoo,kfac,schedule_free",
+                        help=f"comma-separated, adamw first; of {', '.join(BASELINES)} (the bf16 ones only "
+                             "where the CPU or GPU has bf16 matrix units: without, bf16 products are ~100x slower)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    names = args.baselines.split(",")
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown or names[0] != "adamw":
+        raise SystemExit(f"--baselines {args.baselines!r}: expected adamw first, then any of {', '.join(BASELINES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     workload = registry.load("cifar", "pytorch", data="synthetic")
@@ -155,10 +165,11 @@ def main() -> None:
     if args.warmup + args.steps > 45:
         raise SystemExit("--warmup + --steps must stay at most 45 (K-FAC recomputes its inverses at 50)")
     steps = global_steps(max(1, args.warmup) + args.steps)
-    results: dict[str, list[float]] = {name: [] for name in BASELINES}
+    results: dict[str, list[float]] = {name: [] for name in names}
     trainers: dict[str, Trainer] = {}
-    for _ in range(args.rounds):
-        trainers = {name: Trainer(name, workload, base_model, batch) for name in BASELINES}
+    for round_index in range(args.rounds):
+        print(f"round {round_index + 1}/{args.rounds}: {len(steps)} steps of {', '.join(names)}", file=sys.stderr)
+        trainers = {name: Trainer(name, workload, base_model, batch) for name in names}
         for i, step in enumerate(steps):
             # Step by step in turn, so that a shared machine's load changes hit every baseline alike.
             for name, trainer in trainers.items():
@@ -166,14 +177,15 @@ def main() -> None:
                 if i >= max(1, args.warmup):
                     results[name].append(seconds)
     medians = {name: statistics.median(times) for name, times in results.items()}
+    print("medians (ms): " + ", ".join(f"{n} {m * 1e3:.1f}" for n, m in medians.items()), file=sys.stderr)
     flops = flop_ratios(trainers, next(s for s in range(steps[-1] + 1, 10**6) if s % 10 != 0))
-    for name in BASELINES:
+    for name in names:
         extra = periodic_cost(trainers[name], medians[name])
         print(f"{name}: median step {medians[name] * 1e3:.1f} ms over {len(results[name])} steps; "
               f"periodic work adds {extra * 1e3:.1f} ms/step; amortised ratio "
               f"{(medians[name] + extra) / medians['adamw']:.3f}; flop_ratio {flops[name][0]:.3f}, "
               f"flop_floor {flops[name][1]:.3f}")
-    for name in list(BASELINES)[1:]:
+    for name in names[1:]:
         print(f"{name}_step_ratio={medians[name] / medians['adamw']:.3f}")
 
 
