@@ -177,8 +177,7 @@ def main() -> None:
                 if i >= max(1, args.warmup):
                     results[name].append(seconds)
     medians = {name: statistics.median(times) for name, times in results.items()}
-    print("medians (ms): " + ", ".join(f"{n} {m * 1e3:.1f}" for n, m in medians.items()), file=sys.stderr)
-    flops = flop_ratios(trainers, next(s for s in range(steps[-1] + 1, 10**6) if s % 10 != 0))
+    flops = flop_ratios(trainers, global_steps(len(steps) + 1)[-1])  # the next typical step
     for name in names:
         extra = periodic_cost(trainers[name], medians[name])
         print(f"{name}: median step {medians[name] * 1e3:.1f} ms over {len(results[name])} steps; "
