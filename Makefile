@@ -3,7 +3,8 @@ VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 # pip takes the CPU build of torch==2.13.0 from local disk on these machines (see README).
-EXTRAS  := pytorch,data,dev
+# jax is installed beside torch: the reference environment has both, and JAX runs need it.
+EXTRAS  := pytorch,jax,data,cluster,bench,dev
 
 .PHONY: install run test test-heavy lint browser clean
 

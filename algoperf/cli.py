@@ -21,7 +21,10 @@ from typing import Any
 from algoperf import tuning
 
 # Sub-command modules: each has register(subparsers); a missing one is skipped (optional parts).
-COMMAND_MODULES = ("algoperf.experiment", "algoperf.datasets", "scoring.cli")
+COMMAND_MODULES = (
+    "algoperf.experiment", "algoperf.datasets", "scoring.cli", "algoperf.check", "algoperf.doctor",
+    "algoperf.docker", "algoperf.sweep",
+)
 
 EXIT_OK, EXIT_TRIAL_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
 
