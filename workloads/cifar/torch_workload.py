@@ -5,10 +5,11 @@ blocks (64, 128, 256, 512 channels; stages 2-4 start with stride 2 and a 1 x 1 p
 shortcut `downsample.conv` / `downsample.bn`), a 4 x 4 average pool and a linear head. Module
 names follow the reference (`conv1`, `bn1`, `layer1` ... `layer4`, `fc`), so parameter names match.
 
-Initialisation (the reference's): every convolution LeCun-normal (std sqrt(1 / fan_in) / 0.8796,
-drawn by `trunc_normal_` with its default bounds), BatchNorm scale 1 and bias 0, the head's weight
-normal with std 0.01 and bias 0, and the last BatchNorm scale of every block 0 (each block starts
-as the identity).
+Initialisation (the reference's): every convolution LeCun-normal, i.e. a normal of std
+s = sqrt(1 / fan_in) / 0.8796 truncated at +-2 s (the reference's `pytorch_default_init`, which
+draws `trunc_normal_(std=s, a=-2 s, b=2 s)`, so the truncated draw has std sqrt(1 / fan_in) as
+JAX's `lecun_normal`), BatchNorm scale 1 and bias 0, the head's weight normal with std 0.01 and
+bias 0, and the last BatchNorm scale of every block 0 (each block starts as the identity).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ TRUNCATED_NORMAL_STDDEV = 0.87962566103423978
 
 
 def lecun_normal_(conv: nn.Conv2d) -> None:
+    """N(0, s^2) truncated at +-2 s (bounds relative to s, not torch's absolute default +-2)."""
     fan_in = conv.weight[0].numel()  # in_channels x kernel height x kernel width
-    nn.init.trunc_normal_(conv.weight, std=math.sqrt(1.0 / fan_in) / TRUNCATED_NORMAL_STDDEV)
+    std = math.sqrt(1.0 / fan_in) / TRUNCATED_NORMAL_STDDEV
+    nn.init.trunc_normal_(conv.weight, std=std, a=-2 * std, b=2 * std)
 
 
 class BasicBlock(nn.Module):

@@ -30,13 +30,16 @@ from workloads.torch_base import TorchWorkload
 
 
 def reference_dense_init(layer: nn.Linear) -> None:
-    """The reference's `pytorch_default_init`: normal, std sqrt(1 / fan_in) / 0.8796..., bias 0.
+    """The reference's `pytorch_default_init` (LeCun normal as JAX's): bias 0, and the weight
+    N(0, s^2) truncated at +-2 s, s = sqrt(1 / fan_in) / 0.8796...
 
-    It calls `trunc_normal_` with its default bounds -2 and 2, which are absolute, not in units of
-    the std: for these layers (std < 0.6) the truncation hardly cuts, and we keep it that way.
+    0.8796 is the std of a unit normal truncated at +-2, so the truncated draw has std
+    sqrt(1 / fan_in). The bounds are relative to s (`a=-2 s, b=2 s`), as the reference's helper
+    (`algoperf/init_utils.py`) draws them; torch's default bounds (+-2, absolute) would hardly
+    truncate these small stds and give 1.14x the spread.
     """
     std = math.sqrt(1.0 / layer.in_features) / 0.87962566103423978
-    nn.init.trunc_normal_(layer.weight, std=std)
+    nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
 
