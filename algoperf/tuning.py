@@ -12,12 +12,12 @@ from __future__ import annotations
 import collections
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scipy.stats import qmc
 
+from algoperf import rulesets
 from algoperf.random_utils import derive_seed
 
 
@@ -25,25 +25,14 @@ class SearchSpaceError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class RuleSet:
-    """A named rule-set version's tuning facts."""
-
-    name: str
-    external_studies: int
-    external_trials: int
-    self_studies: int
-    self_budget_multiplier: float
+# Rule-set facts live in one place (algoperf/rulesets.py); these names are kept for callers.
+RuleSet = rulesets.RuleSet
+RULE_SETS = rulesets.PRESETS
 
 
-RULE_SETS = {
-    "v0.6": RuleSet("v0.6", external_studies=3, external_trials=5, self_studies=3, self_budget_multiplier=1.5),
-    "v0.5": RuleSet("v0.5", external_studies=5, external_trials=5, self_studies=5, self_budget_multiplier=3.0),
-}
-
-
-def budget_multiplier(ruleset: str, rules: str = "v0.6") -> float:
-    return RULE_SETS[rules].self_budget_multiplier if ruleset == "self" else 1.0
+def budget_multiplier(ruleset: str, rules: str = rulesets.DEFAULT) -> float:
+    """The factor on the workload's budget under `ruleset` (external/self) of version `rules`."""
+    return rulesets.get(rules).budget_multiplier(ruleset)
 
 
 def load_search_space(path: str | Path) -> dict[str, Any] | list[dict[str, Any]]:

@@ -26,7 +26,7 @@ def targets_from_registry(ruleset: str = "external", rules: str = "v0.6") -> dic
     """Every registered workload's validation target and budget (metadata only, no framework)."""
     from workloads import registry
 
-    multiplier = rules_lib.get(rules).self_budget_multiplier if ruleset == "self" else 1.0
+    multiplier = rules_lib.get(rules).budget_multiplier(ruleset)
     return {
         name: Target(
             info.target_metric_name,
@@ -159,8 +159,8 @@ def _incomplete(
     ruleset: str,
 ) -> str | None:
     """One note if the submission has fewer studies or trials than the rule set expects."""
-    studies = rules.self_studies if ruleset == "self" else rules.external_studies
-    per_study = 1 if ruleset == "self" else rules.external_trials
+    studies = rules.studies(ruleset)
+    per_study = rules.trials_per_study(ruleset)
     counts: dict[str, dict[int, int]] = {}
     for t in trials:
         if t.submission == submission and t.workload in columns:

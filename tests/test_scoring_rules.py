@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -119,7 +120,7 @@ def test_held_out_variant_is_gated_by_its_base_before_the_cutoff():
 
 
 def test_v05_gating_through_score(tmp_path):
-    rules = rules_lib.ScoringRules("v0.5", held_out_variants=("wa_var",))
+    rules = dataclasses.replace(rules_lib.get("v0.5"), held_out_variants=("wa_var",))
     t = {**targets(), "wa_var": Target("accuracy", 0.5, True, 100.0, base="wa")}
     for sub, (base, var) in {"s1": (10, 100), "s2": (12, 20)}.items():
         write_trial(tmp_path, sub, 0, "wa", 1, reaching_at(base))
@@ -367,3 +368,54 @@ def test_v05_pipeline_properties(times, scale, exact):
     t_dead[0, :2] = np.inf
     _, _, _, s_dead = score_lib._pipeline(t_dead, V05_COLUMNS, V05_HELD, rules, exact)
     assert s_dead[0] == 0.0
+
+
+def test_tuning_and_scoring_read_one_preset_per_rule_set():
+    # One home for rule-set facts: the runner's budget (tuning.budget_multiplier), `tune`'s plan
+    # (tuning.RULE_SETS) and the scorer's rules are the same object, not copies kept in step.
+    from algoperf import rulesets, tuning
+
+    assert set(tuning.RULE_SETS) == set(rules_lib.RULES) == set(rulesets.PRESETS)
+    for name in rulesets.PRESETS:
+        assert tuning.RULE_SETS[name] is rules_lib.get(name) is rulesets.get(name)
+        for ruleset in ("external", "self"):
+            assert tuning.budget_multiplier(ruleset, name) == rulesets.get(
+                name
+            ).budget_multiplier(ruleset)
+    assert tuning.budget_multiplier("self", "v0.6") == 1.5
+    assert tuning.budget_multiplier("self", "v0.5") == 3.0
+    assert tuning.budget_multiplier("external", "v0.5") == 1.0
+
+
+def test_scorer_budget_is_the_runner_budget(tmp_path):
+    # The budget the scorer checks rows against is the one the runner ran under: the workload's
+    # max_allowed_runtime_sec x the same preset's multiplier.
+    from algoperf import tuning
+    from workloads import registry
+
+    info = registry.get("fastmri")
+    for name in rules_lib.RULES:
+        for ruleset in ("external", "self"):
+            budget = score_lib.targets_from_registry(ruleset, name)["fastmri"].budget
+            assert budget == info.max_allowed_runtime_sec * tuning.budget_multiplier(ruleset, name)
+
+
+def test_rule_set_presets_import_without_any_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'jax', 'tensorflow', 'scipy'):\n"
+        "    sys.modules[name] = None\n"
+        "from algoperf import rulesets\n"
+        "from scoring import rules\n"
+        "assert rules.get('v0.5').held_out_variants\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_unknown_tuning_ruleset_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="unknown tuning ruleset 'selfish'"):
+        rules_lib.get("v0.6").budget_multiplier("selfish")
