@@ -124,7 +124,7 @@ def test_ctc_loss_equals_the_sum_over_alignments_with_blank_zero_and_paddings():
     ]
     np.testing.assert_allclose(out["per_example"].numpy(), expected, rtol=1e-9)
     assert float(out["summed"]) == pytest.approx(sum(expected))
-    assert float(out["n_valid_examples"]) == 2  # utterances, not tokens (the reference's count)
+    assert float(out["n_valid_examples"]) == 4  # no mask: target tokens (the reference's count)
     masked = workload.loss_fn(
         (targets, target_paddings), (logits, logit_paddings), torch.tensor([1.0, 0.0])
     )

@@ -110,7 +110,7 @@ def test_loss_is_per_token_label_smoothed_cross_entropy_over_real_tokens():
     workload = registry.load("wmt", data="synthetic")
     logits = torch.randn(2, 3, 5, dtype=torch.float64)
     targets = torch.tensor([[3, 2, 0], [4, 0, 0]])
-    out = workload.loss_fn(targets, logits, label_smoothing=0.1)
+    out = workload.loss_fn(targets, logits, (targets > 0).float(), label_smoothing=0.1)
     logp = logits.log_softmax(-1).numpy()
     expected = 0.0
     for b, t in [(0, 0), (0, 1), (1, 0)]:
@@ -120,6 +120,8 @@ def test_loss_is_per_token_label_smoothed_cross_entropy_over_real_tokens():
     assert out["summed"].item() == pytest.approx(expected)
     assert out["n_valid_examples"].item() == 3
     assert out["per_example"].shape == (2, 3) and out["per_example"][0, 2] == 0
+    # Without a mask the reference counts every position, padding included.
+    assert workload.loss_fn(targets, logits)["n_valid_examples"].item() == 6
     weights = (targets > 0).float()
     weights[1, 0] = 0
     masked = workload.loss_fn(targets, logits, weights, 0.0)

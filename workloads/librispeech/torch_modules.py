@@ -297,11 +297,19 @@ class LibriSpeechTorchWorkload(LibriSpeechData, TorchWorkload):
         mask_batch: torch.Tensor | None = None,
         label_smoothing: float = 0.0,
     ) -> dict[str, torch.Tensor]:
-        """CTC negative log-likelihood per utterance (blank 0), as the reference.
+        """CTC negative log-likelihood per utterance (blank 0) and its normaliser, as the reference.
 
         `label_batch` is (ids, paddings) and `logits_batch` (logits, paddings). `summed` adds the
-        utterances' losses; `n_valid_examples` counts the utterances with a non-empty target
-        (and weight 1), at least 1. Label smoothing does not apply to CTC.
+        utterances' losses (each times its weight when a mask is given). `n_valid_examples` is
+        what the reference's PyTorch `loss_fn` returns, at least 1:
+
+        - without a mask (the training batches carry no `weights`, so every training step): the
+          number of target tokens, sum of the target lengths; a submission's `summed /
+          n_valid_examples` is then a per-token loss, as the reference's;
+        - with a mask: the number of utterances of non-zero weight and non-empty target.
+
+        Label smoothing does not apply to CTC. A masked-out utterance adds 0 even when its CTC
+        loss is infinite (the reference multiplies, and would get NaN there).
         """
         targets, target_paddings = label_batch
         logits, logit_paddings = logits_batch
@@ -316,22 +324,29 @@ class LibriSpeechTorchWorkload(LibriSpeechData, TorchWorkload):
             blank=BLANK_ID,
             reduction="none",
         )
-        valid = target_lengths > 0
-        if mask_batch is not None:
-            mask = mask_batch.reshape(len(per_example)) > 0
-            per_example = torch.where(mask, per_example, torch.zeros_like(per_example))
-            valid = valid & mask
-        n_valid = valid.sum().to(per_example.dtype).clamp(min=1)
+        if mask_batch is None:
+            n_valid = target_lengths.sum().to(per_example.dtype)
+        else:
+            weights = mask_batch.reshape(len(per_example)).to(per_example.dtype)
+            per_example = torch.where(
+                weights != 0, per_example * weights, torch.zeros_like(per_example)
+            )
+            n_valid = ((weights != 0) & (target_lengths > 0)).sum().to(per_example.dtype)
         return {
             "summed": per_example.sum(),
-            "n_valid_examples": n_valid,
+            "n_valid_examples": n_valid.clamp(min=1),
             "per_example": per_example,
         }
 
     def eval_batch(
         self, params: spec.ParameterContainer, model_state: Any, batch: dict[str, Any], rng: Any
     ) -> dict[str, Any]:
-        """Summed CTC loss, valid utterances, word errors and reference words of a flat device batch."""
+        """Summed CTC loss, its normaliser, word errors and reference words of a flat device batch.
+
+        The loss is taken without a mask over the real rows, as the reference's eval does, so the
+        normaliser is the number of target tokens and `ctc_loss` a per-token loss like the
+        reference's.
+        """
         real = batch["weights"].reshape(-1) > 0
         device = batch["weights"].device
         zero = torch.zeros((), dtype=torch.float64, device=device)

@@ -454,24 +454,25 @@ class WmtWorkload(WmtData, TorchWorkload):
         mask_batch: torch.Tensor | None = None,
         label_smoothing: float = 0.0,
     ) -> dict[str, torch.Tensor]:
-        """Per-token (label-smoothed) cross-entropy: `per_example` is (batch, length), zero on padding.
+        """Per-token (label-smoothed) cross-entropy: `per_example` is (batch, length).
 
-        `n_valid_examples` is the weight sum, i.e. the number of real target tokens. Batches carry
-        per-token `weights` (targets > 0) as the reference's do; without a mask, targets > 0 is
-        used (the reference would then count padding too).
+        As the reference's `compute_weighted_cross_entropy`: with a per-token mask (the training
+        and eval batches carry `weights` = targets > 0), positions of weight 0 add 0 and
+        `n_valid_examples` is the weight sum, the number of real target tokens. Without a mask
+        every target position counts, padding included: `summed` adds the loss of predicting
+        token 0 at the padding positions and `n_valid_examples` is batch x length. A per-example
+        mask (batch,), which the reference does not take, keeps the real tokens (targets > 0) of
+        the examples of non-zero weight.
         """
         if logits_batch.ndim != label_batch.ndim + 1:
             raise ValueError(
                 f"logits {tuple(logits_batch.shape)} do not fit targets {tuple(label_batch.shape)}"
             )
-        weights = (
-            (label_batch > 0).to(logits_batch.dtype)
-            if mask_batch is None
-            else mask_batch.to(logits_batch.dtype)
-        )
-        if (
-            weights.ndim < label_batch.ndim
-        ):  # per-example weights: keep real tokens of real examples
+        if mask_batch is None:
+            weights = torch.ones(label_batch.shape, dtype=logits_batch.dtype, device=label_batch.device)
+        else:
+            weights = mask_batch.to(logits_batch.dtype)
+        if weights.ndim < label_batch.ndim:
             weights = weights.reshape(*weights.shape, *([1] * (label_batch.ndim - weights.ndim)))
             weights = weights * (label_batch > 0).to(weights.dtype)
         losses = F.cross_entropy(
