@@ -112,7 +112,33 @@ def sample(
     return {name: _scale(space[name], float(ui)) for name, ui in zip(names, u)}
 
 
-def as_hyperparameters(values: dict[str, Any]) -> Any:
-    """An immutable object with attribute access, as the reference's namedtuple."""
-    cls = collections.namedtuple("Hyperparameters", sorted(values))  # type: ignore[misc]
+class MissingHyperparameterError(AttributeError):
+    """A submission read a hyperparameter that the trial's search space does not define.
+
+    An AttributeError, as reading a missing field of the reference's namedtuple is, so that
+    `hasattr(hyperparameters, "grad_clip")` and `getattr(hyperparameters, name, default)` keep their
+    meaning for optional knobs; a plain read fails with a message naming the file to fix.
+    """
+
+
+def as_hyperparameters(values: dict[str, Any], source: str | Path | None = None) -> Any:
+    """An immutable object with attribute access, as the reference's namedtuple.
+
+    Reading a name that `values` lacks raises MissingHyperparameterError naming the hyperparameter
+    and `source` (the search-space file the values were drawn from): under external tuning a
+    typo in a search space must stop the trial, not tune nothing (RULES.md, Tuning).
+    """
+    where = f"the search space {source}" if source is not None else "this trial's hyperparameters"
+    base = collections.namedtuple("Hyperparameters", sorted(values))  # type: ignore[misc]
+
+    def missing(self: Any, name: str) -> Any:
+        if name.startswith("_"):  # copy/pickle protocol probes, namedtuple internals
+            raise AttributeError(name)
+        defined = ", ".join(self._fields) or "nothing"
+        raise MissingHyperparameterError(
+            f"hyperparameter {name!r} is not defined in {where} (it defines: {defined}); add it "
+            f'there, e.g. "{name}": {{"feasible_points": [<value>]}}'
+        )
+
+    cls = type("Hyperparameters", (base,), {"__slots__": (), "__getattr__": missing})
     return cls(**values)

@@ -41,14 +41,25 @@ def get_batch_size(workload_name: str) -> int:
     return BATCH_SIZES[workload_name]
 
 
-def hp(hyperparameters: Any, name: str, default: Any) -> Any:
-    """A hyperparameter, or its default when absent (or under self-tuning, where hp is None)."""
-    return getattr(hyperparameters, name, default) if hyperparameters is not None else default
+def hparam(hyperparameters: Any, name: str, default: Any) -> Any:
+    """A hyperparameter the submission needs: `default` under self-tuning (hyperparameters is None).
+
+    Under external tuning the value comes from the search space and nowhere else: a name the
+    space does not define raises (`algoperf.tuning.MissingHyperparameterError`, naming the
+    search-space file), so a typo in a search space stops the trial instead of tuning nothing.
+    """
+    return default if hyperparameters is None else getattr(hyperparameters, name)
+
+
+def optional_hparam(hyperparameters: Any, name: str, default: Any) -> Any:
+    """A knob whose absence means "off" (`grad_clip`, as the reference baselines read it with
+    `hasattr`): the search space's value if it defines one, else `default`."""
+    return default if hyperparameters is None else getattr(hyperparameters, name, default)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, workload: spec.Workload, hyperparameters: Any) -> Any:
-    step_hint = int(workload.step_hint * hp(hyperparameters, "step_hint_factor", 1.0))
-    warmup = int(hp(hyperparameters, "warmup_factor", 0.05) * step_hint)
+    step_hint = int(workload.step_hint * optional_hparam(hyperparameters, "step_hint_factor", 1.0))
+    warmup = int(hparam(hyperparameters, "warmup_factor", 0.05) * step_hint)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, step_hint, warmup))
 
 
@@ -61,7 +72,10 @@ def training_step(
     optimizer_state: dict[str, Any],
     global_step: int,
     rng: Any,
+    defaults: dict[str, Any] | None = None,
 ) -> spec.UpdateReturn:
+    """One step; `defaults` overrides the self-tuning defaults of dropout_rate and label_smoothing."""
+    defaults = defaults or {}
     model.train()
     optimizer = optimizer_state["optimizer"]
     optimizer.zero_grad(set_to_none=True)
@@ -72,13 +86,13 @@ def training_step(
         mode=spec.ForwardPassMode.TRAIN,
         rng=rng,
         update_batch_norm=True,
-        dropout_rate=hp(hyperparameters, "dropout_rate", None),
+        dropout_rate=hparam(hyperparameters, "dropout_rate", defaults.get("dropout_rate")),
     )
     loss_dict = workload.loss_fn(
         label_batch=batch["targets"],
         logits_batch=logits,
         mask_batch=batch.get("weights"),
-        label_smoothing=hp(hyperparameters, "label_smoothing", 0.0),
+        label_smoothing=hparam(hyperparameters, "label_smoothing", defaults.get("label_smoothing", 0.0)),
     )
     summed, n_valid = loss_dict["summed"], loss_dict["n_valid_examples"]
     if USE_PYTORCH_DDP and dist.is_initialized():
@@ -90,7 +104,7 @@ def training_step(
     else:
         loss = summed / n_valid
     loss.backward()
-    clip = hp(hyperparameters, "grad_clip", None)
+    clip = optional_hparam(hyperparameters, "grad_clip", None)
     if clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=clip)
     optimizer.step()

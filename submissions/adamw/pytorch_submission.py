@@ -14,7 +14,7 @@ from algoperf import spec
 from submissions.torch_training import (
     data_selection,
     get_batch_size,
-    hp,
+    hparam,
     make_scheduler,
     training_step,
 )
@@ -31,10 +31,10 @@ def init_optimizer_state(
 ) -> spec.OptimizerState:
     optimizer = torch.optim.AdamW(
         model_params.parameters(),
-        lr=hp(hyperparameters, "learning_rate", 2e-3),
-        betas=(1.0 - hp(hyperparameters, "one_minus_beta1", 0.1), hp(hyperparameters, "beta2", 0.999)),
+        lr=hparam(hyperparameters, "learning_rate", 2e-3),
+        betas=(1.0 - hparam(hyperparameters, "one_minus_beta1", 0.1), hparam(hyperparameters, "beta2", 0.999)),
         eps=1e-8,
-        weight_decay=hp(hyperparameters, "weight_decay", 0.05),
+        weight_decay=hparam(hyperparameters, "weight_decay", 0.05),
     )
     return {"optimizer": optimizer, "scheduler": make_scheduler(optimizer, workload, hyperparameters)}
 

@@ -16,7 +16,13 @@ import torch
 
 from algoperf import spec
 from submissions.kfac.optimizer import KFAC
-from submissions.torch_training import data_selection, get_batch_size, hp, make_scheduler
+from submissions.torch_training import (
+    data_selection,
+    get_batch_size,
+    hparam,
+    make_scheduler,
+    optional_hparam,
+)
 
 __all__ = ["get_batch_size", "init_optimizer_state", "update_params", "data_selection"]
 
@@ -35,23 +41,23 @@ def init_optimizer_state(
     hyperparameters: spec.Hyperparameters,
     rng: spec.RandomState,
 ) -> spec.OptimizerState:
-    fisher = hp(hyperparameters, "fisher_type", "mc")
+    fisher = hparam(hyperparameters, "fisher_type", "mc")
     if workload.loss_type not in FISHER_LOSS:
         fisher = "empirical"
     optimizer = KFAC(
         model_params,
-        lr=hp(hyperparameters, "learning_rate", 1e-3),
-        damping=hp(hyperparameters, "damping", 1e-3),
-        momentum=1.0 - hp(hyperparameters, "one_minus_beta1", 0.1),
-        weight_decay=hp(hyperparameters, "weight_decay", 0.01),
-        factor_decay=hp(hyperparameters, "factor_decay", 0.95),
-        inverse_frequency=int(hp(hyperparameters, "inverse_frequency", 50)),
+        lr=hparam(hyperparameters, "learning_rate", 1e-3),
+        damping=hparam(hyperparameters, "damping", 1e-3),
+        momentum=1.0 - hparam(hyperparameters, "one_minus_beta1", 0.1),
+        weight_decay=hparam(hyperparameters, "weight_decay", 0.01),
+        factor_decay=hparam(hyperparameters, "factor_decay", 0.95),
+        inverse_frequency=int(hparam(hyperparameters, "inverse_frequency", 50)),
         fisher_type=fisher,
-        approximation=hp(hyperparameters, "approximation", "expand"),
-        preconditioner_dtype=getattr(torch, hp(hyperparameters, "preconditioner_dtype", None) or "float32"),
+        approximation=hparam(hyperparameters, "approximation", "expand"),
+        preconditioner_dtype=getattr(torch, optional_hparam(hyperparameters, "preconditioner_dtype", "float32")),
     )
     return {"optimizer": optimizer, "scheduler": make_scheduler(optimizer, workload, hyperparameters),
-            "factor_frequency": int(hp(hyperparameters, "factor_frequency", 10))}
+            "factor_frequency": int(hparam(hyperparameters, "factor_frequency", 10))}
 
 
 def update_params(
@@ -77,17 +83,17 @@ def update_params(
         logits, new_model_state = workload.model_fn(
             params=model, augmented_and_preprocessed_input_batch=batch, model_state=model_state,
             mode=spec.ForwardPassMode.TRAIN, rng=rng, update_batch_norm=True,
-            dropout_rate=hp(hyperparameters, "dropout_rate", None),
+            dropout_rate=hparam(hyperparameters, "dropout_rate", None),
         )
         loss_dict = workload.loss_fn(
             label_batch=batch["targets"], logits_batch=logits, mask_batch=batch.get("weights"),
-            label_smoothing=hp(hyperparameters, "label_smoothing", 0.0),
+            label_smoothing=hparam(hyperparameters, "label_smoothing", 0.0),
         )
         loss = loss_dict["summed"] / loss_dict["n_valid_examples"]
         if update_factors and kfac.fisher_type != "empirical":
             kfac.fisher_backward(logits, FISHER_LOSS[workload.loss_type])
         loss.backward()
-    clip = hp(hyperparameters, "grad_clip", None)
+    clip = optional_hparam(hyperparameters, "grad_clip", None)
     if clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=clip)
     kfac.step()

@@ -20,7 +20,7 @@ import torch
 
 from algoperf import spec
 from submissions.schedule_free.optimizer import AdamWScheduleFree
-from submissions.torch_training import data_selection, get_batch_size, hp, training_step
+from submissions.torch_training import data_selection, get_batch_size, hparam, training_step
 
 __all__ = ["get_batch_size", "init_optimizer_state", "update_params", "prepare_for_eval", "data_selection"]
 
@@ -52,14 +52,6 @@ class _NoSchedule:
         pass
 
 
-class _Defaults:
-    def __init__(self, hyperparameters: Any) -> None:
-        self._hp = hyperparameters
-
-    def __getattr__(self, name: str) -> Any:
-        return hp(self._hp, name, DEFAULTS.get(name))
-
-
 def init_optimizer_state(
     workload: spec.Workload,
     model_params: spec.ParameterContainer,
@@ -67,16 +59,20 @@ def init_optimizer_state(
     hyperparameters: spec.Hyperparameters,
     rng: spec.RandomState,
 ) -> spec.OptimizerState:
-    h = _Defaults(hyperparameters)
     optimizer = AdamWScheduleFree(
         model_params.parameters(),
-        lr=h.learning_rate,
-        betas=(1.0 - h.one_minus_beta1, h.beta2),
-        eps=h.eps,
-        weight_decay=h.weight_decay,
-        warmup_steps=int(h.warmup_factor * workload.step_hint),
-        r=h.r,
-        weight_lr_power=h.weight_lr_power,
+        lr=hparam(hyperparameters, "learning_rate", DEFAULTS["learning_rate"]),
+        betas=(
+            1.0 - hparam(hyperparameters, "one_minus_beta1", DEFAULTS["one_minus_beta1"]),
+            hparam(hyperparameters, "beta2", DEFAULTS["beta2"]),
+        ),
+        eps=hparam(hyperparameters, "eps", DEFAULTS["eps"]),
+        weight_decay=hparam(hyperparameters, "weight_decay", DEFAULTS["weight_decay"]),
+        warmup_steps=int(
+            hparam(hyperparameters, "warmup_factor", DEFAULTS["warmup_factor"]) * workload.step_hint
+        ),
+        r=hparam(hyperparameters, "r", DEFAULTS["r"]),
+        weight_lr_power=hparam(hyperparameters, "weight_lr_power", DEFAULTS["weight_lr_power"]),
     )
     return {"optimizer": optimizer, "scheduler": _NoSchedule(), "recent_batches": deque(maxlen=BN_BATCHES),
             "bn_at_y": None}
@@ -110,8 +106,8 @@ def update_params(
             optimizer_state["bn_at_y"] = None
     optimizer_state["recent_batches"].append(batch)
     return training_step(
-        workload, current_param_container, model_state, _Defaults(hyperparameters), batch,
-        optimizer_state, global_step, rng,
+        workload, current_param_container, model_state, hyperparameters, batch,
+        optimizer_state, global_step, rng, defaults=DEFAULTS,
     )
 
 

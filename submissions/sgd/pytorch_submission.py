@@ -15,7 +15,7 @@ from algoperf import spec
 from submissions.torch_training import (
     data_selection,
     get_batch_size,
-    hp,
+    hparam,
     make_scheduler,
     training_step,
 )
@@ -32,10 +32,10 @@ def init_optimizer_state(
 ) -> spec.OptimizerState:
     optimizer = torch.optim.SGD(
         model_params.parameters(),
-        lr=hp(hyperparameters, "learning_rate", 0.1),
-        momentum=1.0 - hp(hyperparameters, "one_minus_beta1", 0.1),
-        nesterov=bool(hp(hyperparameters, "nesterov", True)),
-        weight_decay=hp(hyperparameters, "weight_decay", 5e-4),
+        lr=hparam(hyperparameters, "learning_rate", 0.1),
+        momentum=1.0 - hparam(hyperparameters, "one_minus_beta1", 0.1),
+        nesterov=bool(hparam(hyperparameters, "nesterov", True)),
+        weight_decay=hparam(hyperparameters, "weight_decay", 5e-4),
     )
     return {"optimizer": optimizer, "scheduler": make_scheduler(optimizer, workload, hyperparameters)}
 

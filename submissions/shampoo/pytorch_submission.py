@@ -19,8 +19,9 @@ from submissions.shampoo.optimizer import Shampoo
 from submissions.torch_training import (
     data_selection,
     get_batch_size,
-    hp,
+    hparam,
     make_scheduler,
+    optional_hparam,
     training_step,
 )
 
@@ -36,18 +37,18 @@ def init_optimizer_state(
 ) -> spec.OptimizerState:
     optimizer = Shampoo(
         model_params.parameters(),
-        lr=hp(hyperparameters, "learning_rate", 2e-3),
-        betas=(1.0 - hp(hyperparameters, "one_minus_beta1", 0.1), hp(hyperparameters, "beta2", 0.995)),
-        epsilon=hp(hyperparameters, "epsilon", 1e-8),
-        weight_decay=hp(hyperparameters, "weight_decay", 0.05),
-        precondition_frequency=int(hp(hyperparameters, "precondition_frequency", 100)),
-        start_preconditioning_step=int(hp(hyperparameters, "start_preconditioning_step", 1)),
-        max_preconditioner_dim=int(hp(hyperparameters, "max_preconditioner_dim", 1024)),
-        grafting=hp(hyperparameters, "grafting", "adam"),
-        grafting_beta2=hp(hyperparameters, "beta2", 0.995),
-        grafting_epsilon=hp(hyperparameters, "epsilon", 1e-8),
-        nesterov=bool(hp(hyperparameters, "nesterov", True)),
-        preconditioner_dtype=getattr(torch, hp(hyperparameters, "preconditioner_dtype", None) or "float32"),
+        lr=hparam(hyperparameters, "learning_rate", 2e-3),
+        betas=(1.0 - hparam(hyperparameters, "one_minus_beta1", 0.1), hparam(hyperparameters, "beta2", 0.995)),
+        epsilon=hparam(hyperparameters, "epsilon", 1e-8),
+        weight_decay=hparam(hyperparameters, "weight_decay", 0.05),
+        precondition_frequency=int(hparam(hyperparameters, "precondition_frequency", 100)),
+        start_preconditioning_step=int(hparam(hyperparameters, "start_preconditioning_step", 1)),
+        max_preconditioner_dim=int(hparam(hyperparameters, "max_preconditioner_dim", 1024)),
+        grafting=hparam(hyperparameters, "grafting", "adam"),
+        grafting_beta2=hparam(hyperparameters, "beta2", 0.995),
+        grafting_epsilon=hparam(hyperparameters, "epsilon", 1e-8),
+        nesterov=bool(hparam(hyperparameters, "nesterov", True)),
+        preconditioner_dtype=getattr(torch, optional_hparam(hyperparameters, "preconditioner_dtype", "float32")),
     )
     return {"optimizer": optimizer, "scheduler": make_scheduler(optimizer, workload, hyperparameters)}
 
