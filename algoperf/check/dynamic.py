@@ -535,6 +535,17 @@ def default_workloads(framework: str) -> list[str]:
 
 def run_dynamic(source: Any, code: CodeBase, ruleset: str, workloads: list[str] | None,
                 smoke_steps: int, smoke_data: str, step_batch_size: int) -> list[CheckResult]:
+    environment = dict(os.environ)
+    try:
+        return _run_dynamic(source, code, ruleset, workloads, smoke_steps, smoke_data, step_batch_size)
+    finally:
+        # A submission that sets variables (the env_vars check says so) leaves none behind.
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+def _run_dynamic(source: Any, code: CodeBase, ruleset: str, workloads: list[str] | None,
+                 smoke_steps: int, smoke_data: str, step_batch_size: int) -> list[CheckResult]:
     from algoperf import submission as submission_lib
 
     imported, module = check_import(source)

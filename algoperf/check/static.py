@@ -332,16 +332,34 @@ def check_files(code: CodeBase) -> CheckResult:
         arg = node.args[0] if node.args else next(
             (k.value for k in node.keywords if k.arg in ("file", "path", "f", "fname", "filename")), None
         )
+        if func in ("pathlib.Path", "pathlib.PurePath"):
+            arg = _path_chain(node)  # `Path(__file__).parent.parent / "x"`: judge the whole chain
+            shown = ast.unparse(arg)
+        else:
+            shown = f"{func}({ast.unparse(arg) if arg is not None else ''})"
         verdict = classify_path(arg)
         if verdict == "outside":
-            result.fail(f"{func}({ast.unparse(arg)}) reaches outside the submission folder", module.at(node))  # type: ignore[arg-type]
+            result.fail(f"{shown} reaches outside the submission folder", module.at(node))
         elif verdict == "cwd":
-            result.fail(f"{func}({ast.unparse(arg)}) is relative to the working directory, not to the "  # type: ignore[arg-type]
-                        "submission folder; build the path from __file__", module.at(node))
+            result.fail(f"{shown} is relative to the working directory, not to the submission "
+                        "folder; build the path from __file__", module.at(node))
         elif verdict == "unknown" and arg is not None:
-            result.warn(f"{func}({ast.unparse(arg)}): cannot tell statically where this path points",
-                        module.at(node))
+            result.warn(f"{shown}: cannot tell statically where this path points", module.at(node))
     return result
+
+
+def _path_chain(node: ast.expr) -> ast.expr:
+    """The largest expression that keeps working on a path: attributes, method calls, `/`."""
+    while True:
+        up = getattr(node, "parent", None)
+        if isinstance(up, ast.Attribute) and up.value is node:
+            node = up
+        elif isinstance(up, ast.Call) and (up.func is node or node in up.args) and isinstance(up.func, ast.Attribute):
+            node = up
+        elif isinstance(up, ast.BinOp) and isinstance(up.op, ast.Div) and up.left is node:
+            node = up
+        else:
+            return node
 
 
 def classify_path(arg: ast.expr | None) -> str:
