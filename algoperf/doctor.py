@@ -83,6 +83,18 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def _show(path: str | Path) -> str:
+    """A path as a person reads it: relative under the working directory, `~` under home."""
+    path = Path(path).absolute()
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            rel = path.relative_to(base)
+        except ValueError:
+            continue
+        return f"{prefix}{rel}" if str(rel) != "." else (prefix.rstrip("/") or ".")
+    return str(path)
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
@@ -105,9 +117,9 @@ def _gpus_on_machine() -> list[str]:
 def check_python() -> list[Line]:
     version = platform.python_version()
     if sys.version_info[:2] < MIN_PYTHON:
-        return [Line("python", "Python", PROBLEM, f"{version} at {sys.executable}",
+        return [Line("python", "Python", PROBLEM, f"{version} at {_show(sys.executable)}",
                      f"use Python {'.'.join(map(str, MIN_PYTHON))} or newer (`make install` builds .venv)")]
-    return [Line("python", "Python", OK, f"{version} ({platform.python_implementation()}) at {sys.executable}")]
+    return [Line("python", "Python", OK, f"{version} ({platform.python_implementation()}) at {_show(sys.executable)}")]
 
 
 def check_packages() -> list[Line]:
@@ -287,7 +299,7 @@ def check_data(data_dir: Path | None) -> list[Line]:
     if not os.access(root, os.R_OK | os.X_OK):
         return [Line(section, "data directory", PROBLEM, f"{root} is not readable", f"chmod u+rx {root}")]
     verified = _verified_datasets(root)
-    lines = [Line(section, "data directory", OK, str(root))]
+    lines = [Line(section, "data directory", OK, _show(root))]
     prepared, missing = [], []
     for workload, names in sorted(dataset_folders().items()):
         found = next((root / n for n in names if (root / n).is_dir() and any((root / n).iterdir())), None)
@@ -333,7 +345,7 @@ def check_disk(data_dir: Path | None, experiment_dir: Path) -> list[Line]:
         except OSError as e:
             lines.append(Line("disk", label, WARN, f"cannot measure free space at {probe}: {e}"))
             continue
-        detail = f"{_gib(free)} free at {probe}"
+        detail = f"{_gib(free)} free at {_show(probe)}"
         if free < MIN_FREE_DISK_GIB * 2**30:
             lines.append(Line("disk", label, PROBLEM, detail,
                               f"free at least {MIN_FREE_DISK_GIB:g} GiB (logs and checkpoints are written there)"))
@@ -375,7 +387,9 @@ def check_memory(framework: str) -> list[Line]:
                           f"optimizer moments in float32), {_gib(free)} available",
                           "run it on a machine with more memory, or close other jobs"))
     if fits:
-        lines.append(Line("memory", "fit", OK, f"{len(fits)} workloads fit: {', '.join(sorted(fits))}"))
+        largest = next((need, name) for need, name in needs if need <= free)
+        lines.append(Line("memory", "fit", OK, f"{len(fits)} workloads fit (largest: {largest[1]}, at least "
+                          f"{_gib(largest[0])}): {', '.join(sorted(fits))}"))
     return lines
 
 
@@ -396,7 +410,7 @@ def check_docker() -> list[Line]:
         fix = ("add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in again)"
                if "permission denied" in reason.lower() else "start the daemon (`sudo systemctl start docker`)")
         return [Line("docker", "daemon", WARN, f"not reachable: {reason}", fix)]
-    return [Line("docker", "daemon", OK, f"reachable, server {proc.stdout.strip()} ({path})")]
+    return [Line("docker", "daemon", OK, f"reachable, server {proc.stdout.strip()} ({_show(path)})")]
 
 
 def diagnose(data_dir: Path | None = None, experiment_dir: Path = Path("experiments"),
@@ -422,12 +436,13 @@ def print_report(lines: list[Line]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140)
     table = Table(title="algoperf doctor", title_justify="left")
     for col in ("section", "item", "status", "detail"):
         table.add_column(col, no_wrap=col in ("section", "status"))
     for line in lines:
-        table.add_row(line.section, line.item, f"[{_STYLE[line.status]}]{line.status}[/]", line.detail)
+        detail = line.detail + (f"\n-> {line.fix}" if line.fix and line.status == INFO else "")
+        table.add_row(line.section, line.item, f"[{_STYLE[line.status]}]{line.status}[/]", detail)
     console.print(table)
     problems = [line for line in lines if line.status == PROBLEM]
     warnings = [line for line in lines if line.status == WARN]

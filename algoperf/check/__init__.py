@@ -96,7 +96,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     except (submission_lib.SubmissionError, registry.UnknownWorkloadError) as e:
         print(f"algoperf check: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    header = {"submission": str(source.path), "framework": source.framework, "ruleset": args.ruleset}
+    header = {"submission": str(source.path), "framework": source.framework, "ruleset": args.ruleset,
+              "options": {"workloads": args.workloads or "all", "smoke_steps": args.smoke_steps,
+                          "smoke_data": args.smoke_data, "step_batch_size": args.step_batch_size,
+                          "static": args.static}}
     if args.json:
         print(to_json(results, header))
     else:

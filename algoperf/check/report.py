@@ -8,12 +8,12 @@ any check fails.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from algoperf.check.source import Location, display_path
+from algoperf.check.source import Location
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 _ORDER = {PASS: 0, SKIP: 0, WARN: 1, FAIL: 2}
@@ -102,20 +102,17 @@ def print_table(results: list[CheckResult], title: str, width: int | None = None
     table.add_column("check", no_wrap=True)
     table.add_column("kind", style="dim")
     table.add_column("status", no_wrap=True)
-    table.add_column("reason")
+    table.add_column("reason", overflow="fold")  # fold, never cut, a file:line
     for r in results:
         reason = Text(r.reason)
         for f in r.findings:
             if f.severity in (WARN, FAIL):
                 reason.append("\n" + f.text(), style=_STYLE[f.severity])
         table.add_row(r.name, r.kind, Text(r.status.upper(), style=_STYLE[r.status]), reason)
-    console = Console(width=width or (None if sys.stdout.isatty() else 140))
+    # A pipe gets 140 columns (rich's 80 would wrap every reason) unless COLUMNS says otherwise.
+    console = Console(width=width or (None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140))
     console.print(table)
     counts = {s: sum(r.status == s for r in results) for s in (PASS, WARN, FAIL, SKIP)}
     verdict = "FAIL" if counts[FAIL] else "OK"
     console.print(f"{verdict}: {counts[PASS]} passed, {counts[WARN]} warnings, {counts[FAIL]} failed, "
                   f"{counts[SKIP]} skipped")
-
-
-def relative(path: Path) -> str:
-    return display_path(path)

@@ -457,10 +457,9 @@ def check_train_state_writes(code: CodeBase) -> CheckResult:
 # ---- host syncs ------------------------------------------------------------------------------
 
 SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "block_until_ready")
-SYNC_FUNCTIONS = frozenset({"torch.cuda.synchronize", "jax.device_get", "jax.block_until_ready",
-                            "numpy.asarray", "numpy.array"})
+SYNC_FUNCTIONS = frozenset({"torch.cuda.synchronize", "jax.block_until_ready"})
+SYNC_CONVERSIONS = frozenset({"jax.device_get", "numpy.asarray", "numpy.array", "float", "int", "bool"})
 TENSOR_METHODS = ("sum", "mean", "norm", "max", "min", "abs", "dot", "std", "var", "all", "any")
-SYNC_CASTS = ("float", "int", "bool")
 
 
 def reachable(code: CodeBase, roots: list[FunctionRef]) -> list[FunctionRef]:
@@ -540,7 +539,7 @@ def host_sync_sites(code: CodeBase, roots: list[FunctionRef]) -> list[tuple[Func
                 what = f".{node.func.attr}()"
             elif func in SYNC_FUNCTIONS:
                 what = f"{func}()"
-            elif func in SYNC_CASTS and len(node.args) == 1 and _looks_like_tensor(code, fn.module, node.args[0], tensors):
+            elif func in SYNC_CONVERSIONS and node.args and _looks_like_tensor(code, fn.module, node.args[0], tensors):
                 what = f"{func}({ast.unparse(node.args[0])})"
             if what:
                 sites.append((fn, node, what, _periodic(node)))
