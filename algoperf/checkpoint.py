@@ -1,7 +1,8 @@
 """Complete, atomic checkpoints of a trial (RULES.md, DESIGN.md: exact resume).
 
-A checkpoint is one file `checkpoint_<step>.ckpt` written by the framework backend into a temp
-file, fsync'ed and renamed, then recorded with its SHA-256 in `checkpoints.json` (also written
+A checkpoint is one file `checkpoint_<step>.ckpt`: a pytree of numpy arrays (the backend turns
+framework state into that, `capture`/`restore` walk any pytree), pickled into a temp file,
+fsync'ed and renamed, then recorded with its SHA-256 in `checkpoints.json` (also written
 atomically). A crash mid-write leaves only a temp file; a file whose hash does not match (a
 truncated or corrupted copy) is skipped in favour of the previous good one. The last `KEEP`
 checkpoints are kept.
@@ -9,9 +10,13 @@ checkpoints are kept.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import os
+import pickle
 import signal
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ from algoperf.logs import read_json, write_json
 
 INDEX_FILE = "checkpoints.json"
 KEEP = 2
+STATE_DICT_KEY = "__state_dict__"
 # Fault injection for the crash-safety tests: the process SIGKILLs itself half-way through
 # writing the checkpoint of this step (temp file written, not yet renamed).
 FAULT_ENV = "ALGOPERF_FAULT_KILL_IN_CHECKPOINT_AT_STEP"
@@ -52,12 +58,12 @@ def _step_of(path: Path) -> int:
         return -1
 
 
-def save(folder: Path, step: int, state: dict[str, Any], backend: Any) -> Path:
+def save(folder: Path, step: int, state: dict[str, Any]) -> Path:
     """Writes `state` as the checkpoint of `step`; returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"checkpoint_{step}.ckpt"
     tmp = folder / f".checkpoint_{step}.{os.getpid()}.tmp"
-    backend.save(state, str(tmp))
+    write(state, str(tmp))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     if os.environ.get(FAULT_ENV) == str(step):
@@ -71,7 +77,7 @@ def save(folder: Path, step: int, state: dict[str, Any], backend: Any) -> Path:
     return final
 
 
-def load_latest(folder: Path, backend: Any) -> dict[str, Any] | None:
+def load_latest(folder: Path) -> dict[str, Any] | None:
     """The newest checkpoint whose file is intact, or None if there is none."""
     for entry in reversed(_index(folder)):
         path = folder / entry["file"]
@@ -81,33 +87,108 @@ def load_latest(folder: Path, backend: Any) -> dict[str, Any] | None:
             logging.warning("Checkpoint %s is corrupted (hash mismatch); using the previous one.", path)
             continue
         try:
-            return dict(backend.load(str(path)))
+            return dict(read(str(path)))
         except Exception as e:  # a truncated file without an index entry fails to unpickle
             logging.warning("Checkpoint %s cannot be read (%s); using the previous one.", path, e)
     return None
 
 
-def capture(obj: Any) -> Any:
-    """A saveable copy of an optimizer state: objects with `state_dict()` become their state."""
-    if hasattr(obj, "state_dict") and callable(obj.state_dict):
-        return {"__state_dict__": obj.state_dict()}
-    if isinstance(obj, dict):
-        return {k: capture(v) for k, v in obj.items()}
+@dataclasses.dataclass(frozen=True)
+class Unsaved:
+    """Stands in a checkpoint for what cannot be saved (a function, a closure over a schedule):
+    the restored trial keeps its freshly built value, which set-up rebuilds identically."""
+
+    type_name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameworkArray:
+    """A framework tensor as numpy plus what numpy cannot say (e.g. bfloat16 kept as its bits)."""
+
+    framework: str
+    dtype: str
+    value: Any  # np.ndarray
+
+
+def _is_namedtuple(obj: Any) -> bool:
+    return isinstance(obj, tuple) and hasattr(type(obj), "_fields")
+
+
+def _rebuild(container: Any, values: list[Any]) -> Any:
+    """`container`'s type with `values` (namedtuples take them positionally)."""
+    if _is_namedtuple(container):
+        return type(container)(*values)
+    return type(container)(values)
+
+
+def capture(obj: Any, leaf: Callable[[Any], Any] = lambda x: x) -> Any:
+    """A saveable copy of any pytree: dicts and other mappings, lists, tuples, namedtuples,
+    dataclasses; objects with `state_dict()` (torch modules and optimizers, input queues) become
+    their state. `leaf` turns framework arrays into framework-free values."""
+    if hasattr(obj, "state_dict") and callable(obj.state_dict) and not isinstance(obj, type):
+        return {STATE_DICT_KEY: capture(obj.state_dict(), leaf)}
+    if isinstance(obj, Mapping):
+        items = {k: capture(v, leaf) for k, v in obj.items()}
+        return items if type(obj) is dict else _mapping_of(obj, items)
     if isinstance(obj, (list, tuple)):
-        return type(obj)(capture(v) for v in obj)
-    return obj
+        return _rebuild(obj, [capture(v, leaf) for v in obj])
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _replace_fields(obj, {f.name: capture(getattr(obj, f.name), leaf)
+                                     for f in dataclasses.fields(obj)})
+    if callable(obj) and not hasattr(obj, "shape"):
+        return Unsaved(type(obj).__name__)
+    return leaf(obj)
 
 
-def restore(fresh: Any, saved: Any) -> Any:
-    """`fresh` (a newly initialised optimizer state) brought to the `saved` state."""
-    if isinstance(saved, dict) and "__state_dict__" in saved:
-        fresh.load_state_dict(saved["__state_dict__"])
+def restore(fresh: Any, saved: Any, leaf: Callable[[Any, Any], Any] = lambda f, s: s) -> Any:
+    """`fresh` (the same structure, newly built by set-up) brought to the `saved` state.
+
+    `leaf(fresh_leaf, saved_leaf)` places a saved value as the fresh one is placed (device,
+    sharding, dtype). What `capture` could not save keeps its fresh value."""
+    if isinstance(saved, Unsaved):
         return fresh
-    if isinstance(fresh, dict) and isinstance(saved, dict):
-        out = dict(fresh)
-        for k, v in saved.items():
-            out[k] = restore(fresh.get(k), v)
-        return out
-    if isinstance(fresh, (list, tuple)) and isinstance(saved, (list, tuple)) and len(fresh) == len(saved):
-        return type(fresh)(restore(f, s) for f, s in zip(fresh, saved))
-    return saved
+    if isinstance(saved, Mapping) and STATE_DICT_KEY in saved and hasattr(fresh, "load_state_dict"):
+        fresh.load_state_dict(restore(fresh.state_dict(), saved[STATE_DICT_KEY], leaf))
+        return fresh
+    if isinstance(saved, Mapping):
+        base = fresh if isinstance(fresh, Mapping) else {}
+        items = {k: restore(base.get(k), v, leaf) for k, v in saved.items()}
+        return items if type(saved) is dict else _mapping_of(saved, items)
+    if isinstance(saved, (list, tuple)):
+        same = isinstance(fresh, (list, tuple)) and len(fresh) == len(saved)
+        parts = fresh if same else [None] * len(saved)
+        return _rebuild(saved, [restore(f, s, leaf) for f, s in zip(parts, saved)])
+    if dataclasses.is_dataclass(saved) and not isinstance(saved, (type, FrameworkArray)):
+        same = type(fresh) is type(saved)
+        return _replace_fields(saved, {
+            f.name: restore(getattr(fresh, f.name) if same else None, getattr(saved, f.name), leaf)
+            for f in dataclasses.fields(saved)
+        })
+    return leaf(fresh, saved)
+
+
+def _mapping_of(like: Any, items: dict[Any, Any]) -> Any:
+    """A mapping of `like`'s type (OrderedDict, flax FrozenDict, ...) holding `items`."""
+    try:
+        return type(like)(items)
+    except TypeError:
+        return items
+
+
+def _replace_fields(obj: Any, values: dict[str, Any]) -> Any:
+    """A copy of a dataclass instance with `values`, also for frozen ones and non-init fields."""
+    new = copy.copy(obj)
+    for name, value in values.items():
+        object.__setattr__(new, name, value)
+    return new
+
+
+def write(tree: Any, path: str) -> None:
+    """A framework-free pytree to a file (pickle protocol 5: numpy arrays without copies)."""
+    with open(path, "wb") as f:
+        pickle.dump(tree, f, protocol=5)
+
+
+def read(path: str) -> Any:
+    with open(path, "rb") as f:
+        return pickle.load(f)

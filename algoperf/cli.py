@@ -443,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name and module_name.startswith(e.name):
                 continue
             raise
-        module.register(sub)
+        if hasattr(module, "register"):
+            module.register(sub)
     return parser
 
 

@@ -116,7 +116,7 @@ class Trial:
         cfg = self.config
         self.backend = backends.get(self.framework)
         self.backend.init_distributed()
-        self.clock.set_sync(self.backend.synchronize)
+        self.clock.set_sync(self.backend.sync)
         self.module = submission_lib.load(self.source)
         # Under data parallelism every rank runs the trial; only rank 0 writes its files.
         self.log = logs.TrialLog(cfg.trial_dir, enabled=self.backend.is_rank_zero())
@@ -255,7 +255,7 @@ class Trial:
                 if cfg.eval_every
                 else clock.now() - last_eval_end >= self.eval_period
             )
-            budget_spent, due, stop_signal, diverged = self.backend.agree([
+            (budget_spent, due, stop_signal, diverged), _ = self.backend.agree([
                 submission_time >= self.budget, due, self._stop_signal is not None,
                 self.metrics_logger.diverged_at is not None,
             ])
@@ -357,9 +357,9 @@ class Trial:
             state = {
                 "global_step": self.global_step,
                 "preemption_count": self.preemption_count,
-                "model": self.backend.unwrap(self.model).state_dict(),
-                "model_state": self.model_state,
-                "optimizer_state": ckpt.capture(self.optimizer_state),
+                "model": ckpt.capture(self.backend.unwrap(self.model), self.backend.to_numpy),
+                "model_state": ckpt.capture(self.model_state, self.backend.to_numpy),
+                "optimizer_state": ckpt.capture(self.optimizer_state, self.backend.to_numpy),
                 "rng": self.backend.rng_state(),
                 "input_queue": self.input_queue.state_dict() if hasattr(self.input_queue, "state_dict") else None,
                 "clock": self.clock.state_dict(),
@@ -371,7 +371,7 @@ class Trial:
                 "train_state": dict(self.train_state),
                 "wall_time_at_save": self._wall_now(),
             }
-            ckpt.save(self.config.trial_dir / CHECKPOINT_DIR, self.global_step, state, self.backend)
+            ckpt.save(self.config.trial_dir / CHECKPOINT_DIR, self.global_step, state)
         self.backend.barrier()
         self.clock.charge("checkpoint")
         self.log.event("checkpoint", global_step=self.global_step)
@@ -380,7 +380,7 @@ class Trial:
         return time.time()
 
     def _restore(self) -> None:
-        state = ckpt.load_latest(self.config.trial_dir / CHECKPOINT_DIR, self.backend)
+        state = ckpt.load_latest(self.config.trial_dir / CHECKPOINT_DIR)
         previous = self._previous_preemptions()
         self.preemption_count = previous + 1
         if state is None:
@@ -389,9 +389,10 @@ class Trial:
             self.log.event("resume", from_step=0, dropped_eval_rows=dropped)
             return
         self.global_step = state["global_step"]
-        self.backend.unwrap(self.model).load_state_dict(state["model"])
-        self.model_state = state["model_state"]
-        self.optimizer_state = ckpt.restore(self.optimizer_state, state["optimizer_state"])
+        ckpt.restore(self.backend.unwrap(self.model), state["model"], self.backend.from_numpy)
+        self.model_state = ckpt.restore(self.model_state, state["model_state"], self.backend.from_numpy)
+        self.optimizer_state = ckpt.restore(self.optimizer_state, state["optimizer_state"],
+                                            self.backend.from_numpy)
         self.backend.set_rng_state(state["rng"])
         if state["input_queue"] is not None:
             self.input_queue.load_state_dict(state["input_queue"])

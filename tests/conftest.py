@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# JAX tests run on 8 host (CPU) devices, as DESIGN.md's scale tests do; the flag must be set
+# before jax is first imported, and subprocesses inherit it.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
 REPO = Path(__file__).resolve().parent.parent
 
 # A minimal AlgoPerf PyTorch submission (plain SGD) whose functions a test can replace.

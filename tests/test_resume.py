@@ -21,6 +21,8 @@ COMMON = [
     "run", "-w", "mnist1d", "-s", "adamw", "--data", "synthetic", "--max-steps", MAX_STEPS,
     "--eval-every", "50", "--checkpoint-every", "50", "--stop-at", "never", "--quiet",
     "--batch-size", "32", "--seed", "3",
+    # The rows are compared step for step, so no run may end early on a loaded machine.
+    "--max-runtime", "3600",
 ]
 TIME_COLUMNS = {"accumulated_eval_time", "accumulated_logging_time", "accumulated_submission_time",
                 "score", "total_duration", "preemption_count"}

@@ -32,7 +32,10 @@ WORKLOADS = [
         num_test_examples=10_000,
         loss_type=LossType.SOFTMAX_CROSS_ENTROPY,
         n_params={"pytorch": 101_770, "jax": 101_770},
-        implementations={"pytorch": "workloads.mnist.torch_workload:MnistWorkload"},
+        implementations={
+            "pytorch": "workloads.mnist.torch_workload:MnistWorkload",
+            "jax": "workloads.mnist.jax_workload:MnistWorkload",
+        },
         development=True,
     )
 ]

@@ -45,7 +45,11 @@ WORKLOADS = [
         num_test_examples=SPLIT_SIZES["test"],
         loss_type=LossType.SOFTMAX_CROSS_ENTROPY,
         default_dropout=0.0,
-        implementations={"pytorch": "workloads.mnist1d.torch_workload:Mnist1dWorkload"},
+        n_params={"pytorch": 19_402, "jax": 19_402},  # `algoperf workloads --count-params`
+        implementations={
+            "pytorch": "workloads.mnist1d.torch_workload:Mnist1dWorkload",
+            "jax": "workloads.mnist1d.jax_workload:Mnist1dWorkload",
+        },
         development=True,
     )
 ]
