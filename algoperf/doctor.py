@@ -292,12 +292,12 @@ def check_data(data_dir: Path | None) -> list[Line]:
     section = "data"
     if not root.exists():
         if explicit:
-            return [Line(section, "data directory", PROBLEM, f"{root} does not exist",
-                         f"create it and prepare datasets: algoperf datasets prepare <name> --data-dir {root}")]
-        return [Line(section, "data directory", INFO, f"{root} does not exist yet: no dataset prepared "
+            return [Line(section, "data directory", PROBLEM, f"{_show(root)} does not exist",
+                         f"create it and prepare datasets: algoperf datasets prepare <name> --data-dir {_show(root)}")]
+        return [Line(section, "data directory", INFO, f"{_show(root)} does not exist yet: no dataset prepared "
                      "(runs with --data synthetic need none)")]
     if not os.access(root, os.R_OK | os.X_OK):
-        return [Line(section, "data directory", PROBLEM, f"{root} is not readable", f"chmod u+rx {root}")]
+        return [Line(section, "data directory", PROBLEM, f"{_show(root)} is not readable", f"chmod u+rx {_show(root)}")]
     verified = _verified_datasets(root)
     lines = [Line(section, "data directory", OK, _show(root))]
     prepared, missing = [], []
@@ -307,13 +307,13 @@ def check_data(data_dir: Path | None) -> list[Line]:
             ok, detail = verified[workload]
             if not ok:
                 lines.append(Line(section, workload, WARN, detail,
-                                  f"algoperf datasets prepare {workload} --data-dir {root}"))
+                                  f"algoperf datasets prepare {workload} --data-dir {_show(root)}"))
                 continue
         (prepared if found is not None else missing).append(workload)
     lines.append(Line(section, "prepared", OK if prepared else INFO, ", ".join(prepared) or "none"))
     if missing:
         lines.append(Line(section, "not prepared", INFO, ", ".join(missing),
-                          f"algoperf datasets prepare <name> --data-dir {root} (or run with --data synthetic)"))
+                          f"algoperf datasets prepare <name> --data-dir {_show(root)} (or run with --data synthetic)"))
     return lines
 
 
@@ -410,7 +410,7 @@ def check_docker() -> list[Line]:
         fix = ("add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in again)"
                if "permission denied" in reason.lower() else "start the daemon (`sudo systemctl start docker`)")
         return [Line("docker", "daemon", WARN, f"not reachable: {reason}", fix)]
-    return [Line("docker", "daemon", OK, f"reachable, server {proc.stdout.strip()} ({_show(path)})")]
+    return [Line("docker", "daemon", OK, f"reachable, server {proc.stdout.strip()}")]
 
 
 def diagnose(data_dir: Path | None = None, experiment_dir: Path = Path("experiments"),
