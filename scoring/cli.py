@@ -25,7 +25,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--ruleset",
         choices=("external", "self"),
         default="external",
-        help="tuning ruleset: sets the budget drawn in plots and the studies x trials expected",
+        help="tuning ruleset scored: sets the budget (rows of this harness's logs past it do "
+        "not count; also drawn in plots) and the studies x trials expected; trials run under "
+        "the other ruleset are unofficial",
     )
     p.add_argument(
         "--select",
@@ -43,7 +45,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--targets",
         metavar="FILE",
         help='JSON overriding the registry: {"workload": {"target": 0.9, "metric": "accuracy", '
-        '"higher_is_better": true, "budget": 3600}} (metric etc. default to the registry\'s)',
+        '"higher_is_better": true, "budget": 3600}} (metric etc. default to the registry\'s; '
+        "budget: the workload's, before the ruleset's multiplier)",
+    )
+    p.add_argument(
+        "--include-unofficial",
+        action="store_true",
+        help="also count trials of this harness run with flags the rules fix (--data synthetic, "
+        "--max-runtime, --eval-every, --batch-size, --max-steps, another --ruleset/--rules); "
+        "by default they are left out and listed with the reason in trials.csv",
     )
     p.add_argument(
         "--workloads",
@@ -63,11 +73,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _score(args: argparse.Namespace) -> Any:
+    from scoring import rules as rules_lib
     from scoring import score as score_lib
 
     targets = score_lib.targets_from_registry(args.ruleset, args.rules)
     if args.targets:
-        targets = score_lib.load_targets_file(Path(args.targets), targets)
+        multiplier = rules_lib.get(args.rules).budget_multiplier(args.ruleset)
+        targets = score_lib.load_targets_file(Path(args.targets), targets, multiplier)
     return score_lib.score(
         [Path(d) for d in args.logs],
         rules=args.rules,
@@ -78,6 +90,7 @@ def _score(args: argparse.Namespace) -> Any:
         workloads=args.workloads,
         bootstrap=args.bootstrap,
         seed=args.seed,
+        include_unofficial=args.include_unofficial,
     )
 
 

@@ -4,7 +4,7 @@ Layout: <LOGS_DIR>/<submission>[-YYYY-MM-DD-HH-MM-SS]/study_<k>/<workload>_<fram
 eval_measurements.csv. Only two columns of each CSV are parsed (`score` and the workload's
 `validation/<metric>`), with the csv module, which beats building a DataFrame per small file.
 A file that cannot be used gives a warning naming it, and its trial counts as not reaching the
-target; it never stops the scoring.
+target; it never stops the scoring. Which trials and rows count (flags, budget): scoring/official.py.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from algoperf.rulesets import DEFAULT
+from scoring import official
 
 FRAMEWORKS = ("pytorch", "jax")
 TIMESTAMP = re.compile(r"^(?P<name>.+)-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}$")
@@ -48,6 +51,9 @@ class TrialTimes:
     scores: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     problem: str | None = None
+    harness: str = official.REFERENCE  # who wrote the logs: this harness or the reference
+    unofficial: tuple[str, ...] = ()  # why the run does not count (empty: it does)
+    evals_past_budget: int = 0  # rows of this harness's logs dropped: score past the budget
 
     def first_reaching(self, target: Target) -> int | None:
         """The index of the first eval meeting the target, or None."""
@@ -102,8 +108,10 @@ STUDY_DIR = re.compile(r"^study_(\d+)$")
 TRIAL_DIR = re.compile(r"^trial_(\d+)$")
 
 
-def find_trials(logs_dirs: list[Path]) -> list[tuple[str, int, str, str, int, Path]]:
-    """(submission, study, workload, framework, trial, csv path) of every eval CSV found.
+def find_trials(
+    logs_dirs: list[Path],
+) -> list[tuple[str, int, str, str, int, Path, list[str]]]:
+    """(submission, study, workload, framework, trial, csv path, flags files) of every eval CSV.
 
     Any depth under each directory (a team folder above the submissions is fine):
     `<submission>/study_<k>/<workload>_<framework>/trial_<i>/eval_measurements.csv`, or the
@@ -129,23 +137,43 @@ def find_trials(logs_dirs: list[Path]) -> list[tuple[str, int, str, str, int, Pa
             workload, framework = split_workload_framework(wf_dir.name)
             trial = int(trial_match.group(1))
             name = submission_name(sub_dir if sub_dir.name else sub_dir.resolve())
-            found.append((name, study, workload, framework, trial, trial_dir / EVAL_FILE))
+            flags = official.flags_files(filenames)
+            found.append((name, study, workload, framework, trial, trial_dir / EVAL_FILE, flags))
     return sorted(found, key=lambda t: (t[0], t[1], t[2], t[4], str(t[5])))
 
 
+def _drop_past_budget(t: TrialTimes, budget: float) -> None:
+    keep = [i for i, s in enumerate(t.scores) if not s > budget]
+    t.evals_past_budget = len(t.scores) - len(keep)
+    if t.evals_past_budget:
+        t.scores = [t.scores[i] for i in keep]
+        t.values = [t.values[i] for i in keep]
+
+
 def read_trials(
-    logs_dirs: list[Path], targets: dict[str, Target], warn: list[str]
+    logs_dirs: list[Path],
+    targets: dict[str, Target],
+    warn: list[str],
+    ruleset: str = "external",
+    rules: str = DEFAULT,
 ) -> list[TrialTimes]:
-    """Every trial found, parsed; problems go to `warn` (one line naming the file) and `problem`."""
+    """Every trial found, parsed; problems go to `warn` (one line naming the file) and `problem`.
+
+    Each trial's flags are checked against `ruleset` and `rules` (its `unofficial` reasons), and
+    rows of this harness's logs past the target's budget are dropped (scoring/official.py).
+    """
     found = find_trials(logs_dirs)
     # One framework per submission and workload: the one with the most trials (ties: by name).
     counts: dict[tuple[str, str], Counter[str]] = {}
-    for submission, _, workload, framework, _, _ in found:
+    for submission, _, workload, framework, _, _, _ in found:
         counts.setdefault((submission, workload), Counter())[framework] += 1
     chosen = {k: min(c, key=lambda fw: (-c[fw], fw)) for k, c in counts.items()}
     trials = []
-    for submission, study, workload, framework, trial, path in found:
+    for submission, study, workload, framework, trial, path, flags in found:
         t = TrialTimes(submission, study, workload, framework, trial, path)
+        source = official.provenance(path.parent, flags, ruleset, rules)
+        t.harness, t.unofficial = source.harness, source.unofficial
+        warn.extend(source.warnings)
         target = targets.get(workload)
         kept = chosen[(submission, workload)]
         if framework != kept:
@@ -165,6 +193,8 @@ def read_trials(
         else:
             try:
                 t.scores, t.values = _parse(path, f"validation/{target.metric}")
+                if t.harness == official.OURS:
+                    _drop_past_budget(t, target.budget)
             except (ValueError, OSError, csv.Error, UnicodeDecodeError) as e:
                 t.problem = str(e)
                 t.scores, t.values = [], []

@@ -99,7 +99,7 @@ def training_curves(result: ScoringResult, out: Path, workload: str) -> Path:
     colors = _colors(result.submissions)
     fig, ax = plt.subplots(figsize=(7, 4))
     labelled = set()
-    for t in result.trials:
+    for t in result.scored_trials:
         if t.workload != workload or not t.scores:
             continue
         label = t.submission if t.submission not in labelled else None

@@ -47,7 +47,7 @@ def provenance(result: ScoringResult) -> dict[str, Any]:
     from algoperf import metadata
 
     runs: dict[str, set[str]] = {"hardware": set(), "packages": set(), "harness git hash": set()}
-    for t in result.trials:
+    for t in result.scored_trials:
         for path in sorted(t.path.parent.glob("meta_data_*.json"))[:1]:
             try:
                 meta = json.loads(path.read_text())
@@ -58,7 +58,8 @@ def provenance(result: ScoringResult) -> dict[str, Any]:
     rev = metadata.git_revision()
     return {
         "rule set": f"{result.rules}, {result.ruleset} tuning, trial selection '{result.select}', "
-        f"{'exact' if result.exact else 'trapezoid (100 points)'} integral",
+        f"{'exact' if result.exact else 'trapezoid (100 points)'} integral"
+        + (", unofficial trials included" if result.include_unofficial else ""),
         "scored by": f"algoperf {metadata.package_versions().get('algoperf')} "
         f"(git {str(rev.get('git_hash'))[:12]})",
         **{f"runs: {k}": "; ".join(sorted(v)) or "not recorded" for k, v in runs.items()},
@@ -112,7 +113,7 @@ def write_report(result: ScoringResult, out: Path) -> tuple[Path, Path]:
         ("Performance profiles", plots.performance_profiles(result, out)),
         ("Time to target per workload", plots.time_to_target(result, out)),
     ]
-    for w in sorted({t.workload for t in result.trials if t.workload in result.targets}):
+    for w in sorted({t.workload for t in result.scored_trials if t.workload in result.targets}):
         figures.append((f"Training curves: {w}", plots.training_curves(result, out, w)))
     header = ["rank", "submission", "score", "95% CI", "rank 95% CI", *result.workloads]
     rows = leaderboard_rows(result)

@@ -2,7 +2,8 @@
 
 The steps (RULES.md, Scoring): trial selection per study, median over studies, v0.5 held-out
 gating, the 4 x cutoff, performance ratios, rho(tau), the integral. Confidence: a seeded
-bootstrap over studies re-runs every step on resampled studies.
+bootstrap over studies re-runs every step on resampled studies. Before all that, unofficial
+trials are left out and rows past the budget dropped (scoring/official.py).
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ def targets_from_registry(ruleset: str = "external", rules: str = "v0.6") -> dic
     }
 
 
-def load_targets_file(path: Path, base: dict[str, Target]) -> dict[str, Target]:
-    """--targets FILE: {workload: {"metric", "target", "higher_is_better", "budget"}} overrides."""
+def load_targets_file(
+    path: Path, base: dict[str, Target], budget_multiplier: float = 1.0
+) -> dict[str, Target]:
+    """--targets FILE: {workload: {"metric", "target", "higher_is_better", "budget"}} overrides.
+
+    A "budget" is the workload's (its max_allowed_runtime_sec): the rule set's multiplier for
+    the tuning ruleset scored (`budget_multiplier`) applies to it, as to the registry's.
+    """
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -61,7 +68,11 @@ def load_targets_file(path: Path, base: dict[str, Target]) -> dict[str, Target]:
                 higher_is_better=bool(
                     spec.get("higher_is_better", old.higher_is_better if old else True)
                 ),
-                budget=float(spec.get("budget", old.budget if old else math.inf)),
+                budget=(
+                    float(spec["budget"]) * budget_multiplier
+                    if "budget" in spec
+                    else (old.budget if old else math.inf)
+                ),
                 base=spec.get("base", old.base if old else None),
                 development=bool(spec.get("development", old.development if old else False)),
             )
@@ -95,10 +106,19 @@ class ScoringResult:
     profile: np.ndarray  # submissions x len(tau)
     missing: dict[str, list[str]]
     warnings: list[str]
-    trials: list[TrialTimes]
+    trials: list[TrialTimes]  # every trial found, counted or not (trials.csv lists them all)
     targets: dict[str, Target]
     exact: bool = False
+    include_unofficial: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def counted(self, trial: TrialTimes) -> bool:
+        """Whether the trial is in the scores: official, or unofficial with --include-unofficial."""
+        return self.include_unofficial or not trial.unofficial
+
+    @property
+    def scored_trials(self) -> list[TrialTimes]:
+        return [t for t in self.trials if self.counted(t)]
 
 
 def _columns(
@@ -200,7 +220,10 @@ def score(
     workloads: list[str] | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
+    include_unofficial: bool = False,
 ) -> ScoringResult:
+    """Scores the logs under `logs_dirs`. Unofficial trials of this harness (run with flags the
+    rules fix, scoring/official.py) are left out unless `include_unofficial`."""
     preset = rules if isinstance(rules, rules_lib.ScoringRules) else rules_lib.get(rules)
     targets = targets if targets is not None else targets_from_registry(ruleset, preset.name)
     warnings: list[str] = []
@@ -210,13 +233,20 @@ def score(
                 f"{d} is not a directory of logs. Give folders that hold "
                 "<submission>/study_<k>/<workload>_<framework>/trial_<i>/."
             )
-    trials = read_trials([Path(d) for d in logs_dirs], targets, warnings)
+    trials = read_trials([Path(d) for d in logs_dirs], targets, warnings, ruleset, preset.name)
     if not trials:
         raise ValueError(
             f"No eval_measurements.csv found under {', '.join(map(str, logs_dirs))} "
             "(expected <submission>/study_<k>/<workload>_<framework>/trial_<i>/)."
         )
-    per_study = study_times(trials, targets, select)
+    scored = [t for t in trials if include_unofficial or not t.unofficial]
+    if not scored:
+        raise ValueError(
+            f"All {len(trials)} trials under {', '.join(map(str, logs_dirs))} are unofficial "
+            f"(e.g. {trials[0].path.parent}: {'; '.join(trials[0].unofficial)}), so nothing "
+            "counts. Score them anyway with --include-unofficial."
+        )
+    per_study = study_times(scored, targets, select)
     submissions = sorted({t.submission for t in trials})
     found = {t.workload for t in trials}
     columns, held = _columns(found, targets, preset, workloads, warnings)
@@ -238,6 +268,12 @@ def score(
 
     # What is missing, per submission.
     missing: dict[str, list[str]] = {}
+    by_submission: dict[str, list[TrialTimes]] = {}
+    for t in trials:
+        by_submission.setdefault(t.submission, []).append(t)
+    left_out = {
+        (t.submission, t.workload) for t in trials if t.unofficial and not include_unofficial
+    }
     max_studies = {
         w: max((len(per_study.get((s, w), {})) for s in submissions), default=0)
         for w in all_columns
@@ -246,16 +282,35 @@ def score(
         notes = []
         for w in all_columns:
             n = len(per_study.get((s, w), {}))
-            if n == 0:
+            if n == 0 and (s, w) in left_out:
+                notes.append(f"{w}: only unofficial trials (counted as infinite)")
+            elif n == 0:
                 notes.append(f"{w}: no logs (counted as infinite)")
             elif n < max_studies[w]:
                 notes.append(f"{w}: {n} of {max_studies[w]} studies")
-        short = _incomplete(s, all_columns, trials, preset, ruleset)
+        own = by_submission.get(s, [])
+        counted = [t for t in own if include_unofficial or not t.unofficial]
+        short = _incomplete(s, all_columns, counted, preset, ruleset)
         if short:
             notes.append(short)
-        bad = [t for t in trials if t.submission == s and t.problem]
+        bad = [t for t in own if t.problem]
         if bad:
             notes.append(f"{len(bad)} trial log(s) not used (see the warnings)")
+        unofficial = [t for t in own if t.unofficial]
+        if unofficial:
+            reasons = sorted({r.split(" (")[0] for t in unofficial for r in t.unofficial})
+            notes.append(
+                f"{len(unofficial)} unofficial trial(s) "
+                + (
+                    "counted (--include-unofficial)"
+                    if include_unofficial
+                    else "left out (see trials.csv; --include-unofficial counts them)"
+                )
+                + f": {', '.join(reasons)}"
+            )
+        past = sum(t.evals_past_budget for t in own)
+        if past:
+            notes.append(f"{past} eval row(s) past the budget not counted (see trials.csv)")
         if notes:
             missing[s] = notes
 
@@ -307,6 +362,7 @@ def score(
         trials=trials,
         targets=targets,
         exact=exact,
+        include_unofficial=include_unofficial,
     )
 
 
@@ -393,6 +449,10 @@ def write_outputs(result: ScoringResult, out: Path) -> list[Path]:
                 "trial",
                 "time_to_target",
                 "num_evals",
+                "evals_past_budget",
+                "harness",
+                "counted",
+                "unofficial",
                 "problem",
                 "path",
             ]
@@ -409,6 +469,10 @@ def write_outputs(result: ScoringResult, out: Path) -> list[Path]:
                     t.trial,
                     _num(ttt),
                     len(t.scores),
+                    t.evals_past_budget,
+                    t.harness,
+                    "yes" if result.counted(t) else "no",
+                    "; ".join(t.unofficial),
                     t.problem or "",
                     str(t.path),
                 ]

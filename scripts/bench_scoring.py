@@ -5,7 +5,10 @@ column layout; then the whole `algoperf score` pipeline (reading, trial selectio
 profiles, 1,000 bootstrap resamples, output files, the printed table) is timed, run as
 `algoperf score` in this process. Prints `seconds=<t>` last.
 
-    .venv/bin/python scripts/bench_scoring.py
+`--layout ours` also writes this harness's `flags_0.json` into every trial folder, so the flags
+check and the budget check (scoring/official.py) are on the clock too.
+
+    .venv/bin/python scripts/bench_scoring.py [--layout ours]
 """
 
 from __future__ import annotations
@@ -29,8 +32,28 @@ HEADER = (
 )
 
 
+# A default `algoperf run`'s flags (the keys the scorer checks), as the runner writes them.
+OUR_FLAGS = {
+    "data": "real",
+    "max_steps": None,
+    "max_runtime": None,
+    "eval_every": None,
+    "batch_size": None,
+    "ruleset": "external",
+    "rules": "v0.6",
+    "framework": "pytorch",
+    "seed": 0,
+}
+
+
 def generate(
-    root: Path, submissions: int, workloads: int, studies: int, trials: int, evals: int
+    root: Path,
+    submissions: int,
+    workloads: int,
+    studies: int,
+    trials: int,
+    evals: int,
+    flags: bool = False,
 ) -> int:
     rng = np.random.default_rng(0)
     files = 0
@@ -51,6 +74,8 @@ def generate(
                         for j in range(evals)
                     ]
                     (d / "eval_measurements.csv").write_text("\n".join(rows) + "\n")
+                    if flags:
+                        (d / "flags_0.json").write_text(json.dumps(OUR_FLAGS))
                     files += 1
     return files
 
@@ -62,6 +87,12 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=5)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--evals", type=int, default=75)
+    parser.add_argument(
+        "--layout",
+        choices=("reference", "ours"),
+        default="reference",
+        help="reference: eval CSVs only; ours: with this harness's flags_0.json in every trial",
+    )
     args = parser.parse_args()
     targets = {
         f"w{w}": {"metric": "accuracy", "target": 0.9, "higher_is_better": True, "budget": 20_000.0}
@@ -70,7 +101,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "logs"
         files = generate(
-            root, args.submissions, args.workloads, args.studies, args.trials, args.evals
+            root,
+            args.submissions,
+            args.workloads,
+            args.studies,
+            args.trials,
+            args.evals,
+            flags=args.layout == "ours",
         )
         print(f"{files} files, {files * args.evals} rows")
         targets_file = Path(tmp) / "targets.json"
@@ -86,7 +123,8 @@ def main() -> None:
             raise SystemExit(f"algoperf score failed with exit code {code}:\n{printed.getvalue()}")
         best = (out / "scores.csv").read_text().splitlines()[1].split(",")[:2]
     print(
-        f"command: algoperf {' '.join(command[:1])} LOGS --targets FILE --out OUT (1,000 bootstrap resamples)"
+        f"command: algoperf {' '.join(command[:1])} LOGS --targets FILE --out OUT "
+        f"(1,000 bootstrap resamples; {args.layout} layout)"
     )
     print(f"best: {best[0]} score {float(best[1]):.4f}")
     print(f"seconds={seconds:.3f}")

@@ -94,3 +94,63 @@ def write_curve(
     path = d / "eval_measurements.csv"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# What this harness's runner writes into flags_<p>.json for a default `algoperf run` (the keys the
+# scorer reads: data, max_steps, max_runtime, eval_every, batch_size, ruleset, rules; null = the
+# flag was not given).
+OUR_FLAGS = {
+    "workload": "wa",
+    "submission": "submissions/adamw/adamw_pytorch.py",
+    "framework": "pytorch",
+    "seed": 0,
+    "data": "real",
+    "data_dir": None,
+    "max_steps": None,
+    "max_runtime": None,
+    "stop_at": "both",
+    "ruleset": "external",
+    "rules": "v0.6",
+    "batch_size": None,
+    "study": 0,
+    "trial": 1,
+    "resume": False,
+    "checkpoint_every": None,
+    "eval_every": None,
+}
+
+# A reference-harness flags_<p>.json: absl's dump of every flag submission_runner.py defines
+# (a subset of them, with their defaults), plus absl's own.
+REFERENCE_FLAGS = {
+    "submission_path": "reference_algorithms/paper_baselines/adamw/jax/submission.py",
+    "workload": "wa",
+    "tuning_ruleset": "external",
+    "tuning_search_space": "tuning_search_space.json",
+    "num_tuning_trials": 5,
+    "data_dir": "~/data",
+    "framework": "jax",
+    "experiment_dir": "experiments",
+    "experiment_name": "adamw",
+    "max_global_steps": None,
+    "save_checkpoints": True,
+    "resume_last_run": None,
+    "logtostderr": False,
+    "verbosity": 0,
+}
+
+
+def write_flags(eval_csv: Path, preemption: int = 0, **changes: object) -> Path:
+    """This harness's flags_<p>.json next to `eval_csv`: a default run's flags with `changes`."""
+    import json
+
+    path = eval_csv.parent / f"flags_{preemption}.json"
+    path.write_text(json.dumps({**OUR_FLAGS, **changes}))
+    return path
+
+
+def write_reference_flags(eval_csv: Path, preemption: int = 0) -> Path:
+    import json
+
+    path = eval_csv.parent / f"flags_{preemption}.json"
+    path.write_text(json.dumps(REFERENCE_FLAGS))
+    return path

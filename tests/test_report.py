@@ -146,10 +146,12 @@ def test_score_and_report_on_logs_written_by_tune(tmp_path, capsys):
     targets = tmp_path / "targets.json"
     targets.write_text('{"mnist1d": {"target": 0.2}}')  # synthetic labels: a reachable target
     out = tmp_path / "report"
-    assert (
-        cli.main(["report", str(tmp_path / "exp"), "--out", str(out), "--targets", str(targets)])
-        == 0
-    )
+    argv = ["report", str(tmp_path / "exp"), "--out", str(out), "--targets", str(targets)]
+    # Smoke-test flags make every trial unofficial: nothing counts unless asked for.
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "All 4 trials" in err and "data=synthetic" in err and "--include-unofficial" in err
+    assert cli.main([*argv, "--include-unofficial"]) == 0
     scores = (out / "scores.csv").read_text().splitlines()
     assert {line.split(",")[0] for line in scores[1:]} == {"adamw", "sgd"}
     html = (out / "report.html").read_text()
@@ -160,6 +162,11 @@ def test_score_and_report_on_logs_written_by_tune(tmp_path, capsys):
 
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 4 and set(trials["study"]) == {0, 1}
+    assert set(trials["harness"]) == {"algoperf"} and set(trials["counted"]) == {"yes"}
+    for reasons in trials["unofficial"]:
+        assert {"data=synthetic", "max_steps=10", "eval_every=5"} <= {
+            r.split(" (")[0] for r in reasons.split("; ")
+        }
     for row in trials.itertuples():
         evals = pd.read_csv(row.path)
         hit = evals[evals["validation/accuracy"] >= 0.2]

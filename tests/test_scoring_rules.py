@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -412,7 +413,10 @@ def test_rule_set_presets_import_without_any_framework():
         "from scoring import rules\n"
         "assert rules.get('v0.5').held_out_variants\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=repo
+    )
     assert done.returncode == 0, done.stderr
 
 
