@@ -283,7 +283,7 @@ def check_hyperparameters(code: CodeBase, ruleset: str, space_path: Path | None)
     if keys is None:
         result.skipped = "no valid search space to compare with (see search_space)"
         return result
-    read_names = {r.key for r in reads if r.key}
+    read_names = {r.key for r in reads if isinstance(r.key, str)}
     for r in reads:
         if r.key is None:
             result.warn("reads hyperparameters by a computed name: these keys cannot be checked "
@@ -295,7 +295,7 @@ def check_hyperparameters(code: CodeBase, ruleset: str, space_path: Path | None)
     for key in sorted(keys - read_names):
         result.fail(f"{key!r} is in the search space but the submission never reads it: tuning "
                     "trials would be spent on a knob that does nothing", Location(space_path, _key_line(space_path, key)))  # type: ignore[arg-type]
-    defaulted = sorted({r.key for r in reads if r.key and r.optional and r.key not in keys})
+    defaulted = sorted({r.key for r in reads if isinstance(r.key, str) and r.optional and r.key not in keys})
     result.note = f"{len(keys & read_names)} keys read" + (
         f"; read with a default, not tuned: {', '.join(defaulted)}" if defaulted else "")
     return result

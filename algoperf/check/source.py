@@ -1,6 +1,7 @@
 """A submission's source code as the checker sees it: the parsed modules and what names mean.
 
-The code of a submission is its module file plus every module it imports from its own folder or
+The code of a submission is its module file plus every module it imports from its own folder,
+from the package tree it sits in (folders with `__init__.py`, imported the reference's way), or
 from the repository's `submissions/` package (the baselines share helpers there); the harness
 (`algoperf`, `workloads`) and installed packages are not submission code. Names are resolved the
 way Python would: `import torch.nn.functional as F` makes `F.relu` mean `torch.nn.functional.relu`,
@@ -170,6 +171,9 @@ class CodeBase:
     def __init__(self, entry: Path) -> None:
         self.entry_path = entry.resolve()
         self.folder = self.entry_path.parent
+        # A submission inside a package tree may import helpers from anywhere in that tree.
+        self.import_root, dotted = _package_root(self.entry_path)
+        self.tree_root = self.import_root / dotted.split(".")[0] if "." in dotted else self.folder
         self.modules: dict[Path, Module] = {}
         self._by_name: dict[str, Module | None] = {}
         self.errors: list[tuple[Path, SyntaxError]] = []
@@ -203,7 +207,8 @@ class CodeBase:
 
     def is_submission_file(self, path: Path) -> bool:
         path = path.resolve()
-        return path.is_relative_to(self.folder) or path.is_relative_to(SUBMISSIONS_ROOT.resolve())
+        return (path.is_relative_to(self.folder) or path.is_relative_to(self.tree_root)
+                or path.is_relative_to(SUBMISSIONS_ROOT.resolve()))
 
     def _module_for(self, dotted: str) -> Module | None:
         """The submission module an import target names (a module, or a module's attribute)."""
@@ -218,7 +223,7 @@ class CodeBase:
             return self._by_name[dotted]
         found = None
         parts = dotted.split(".")
-        roots = [self.folder, self.folder.parent, SUBMISSIONS_ROOT.parent]
+        roots = [self.folder, self.import_root, SUBMISSIONS_ROOT.parent]
         for root in roots:
             for path in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
                 if path.is_file() and self.is_submission_file(path):
@@ -331,10 +336,16 @@ def local_names(fn: FunctionNode) -> frozenset[str]:
     return cached
 
 
+def _package_root(path: Path) -> tuple[Path, str]:
+    """(the folder on sys.path, the dotted module name) of a file, as the harness imports a
+    submission: up through the folders that are packages (hold `__init__.py`)."""
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").exists() and folder.parent != folder:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return folder, ".".join(parts)
+
+
 def _module_name(path: Path) -> str:
-    """The dotted name the harness imports a submission file under (see algoperf.submission)."""
-    try:
-        rel = path.resolve().relative_to(SUBMISSIONS_ROOT.resolve().parent)
-        return ".".join(rel.with_suffix("").parts)
-    except ValueError:
-        return path.stem
+    return _package_root(path)[1]

@@ -527,7 +527,7 @@ def _periodic(node: ast.AST) -> bool:
 
 def host_sync_sites(code: CodeBase, roots: list[FunctionRef]) -> list[tuple[FunctionRef, ast.AST, str, bool]]:
     """(function, node, what, periodic) for each device-to-host sync reachable from `roots`."""
-    sites = []
+    sites: list[tuple[FunctionRef, ast.AST, str, bool]] = []
     for fn in reachable(code, roots):
         tensors = _tensor_names(code, fn)
         for node in ast.walk(fn.node):
