@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # jax is installed beside torch: the reference environment has both, and JAX runs need it.
 EXTRAS  := pytorch,jax,data,cluster,bench,dev
 
-.PHONY: install run test test-heavy lint browser clean
+.PHONY: install run test test-heavy lint browser docker-prereqs clean
 
 install: $(STAMP)
 
@@ -19,13 +19,21 @@ $(STAMP): pyproject.toml
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# Docker for tests/test_docker.py: a daemon (docker.io installed and dockerd started, without the
+# default bridge, when none answers), then the CPU test image built in the background while the
+# other tests run. When no daemon can start, the Docker tests skip and say why.
+docker-prereqs: install
+	@bash docker/ci-daemon.sh
+	@bash docker/cpu-test-image.sh --background
+
 run: install
 	$(VENV)/bin/algoperf run
 
 lint: install
 	$(VENV)/bin/ruff check algoperf workloads submissions scoring scripts tests
+	$(VENV)/bin/hadolint docker/Dockerfile.pytorch docker/Dockerfile.jax
 
-test: install browser lint
+test: install docker-prereqs browser lint
 	$(PYTHON) -m pytest -q
 
 # The tests marked heavy (every workload variant's synthetic run), left out of `make test`.

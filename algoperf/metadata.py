@@ -78,11 +78,27 @@ def hardware(framework: str | None = None) -> dict[str, Any]:
     return info
 
 
+def container() -> dict[str, Any]:
+    """The Docker image a run ran in, or `in_docker: False` for a run outside our images.
+
+    The images set ALGOPERF_IMAGE (their name); `algoperf docker run` adds the image's id and
+    its registry digest (none for a local build) in ALGOPERF_IMAGE_ID and ALGOPERF_IMAGE_DIGEST,
+    so a result names the exact image it ran in.
+    """
+    image = os.environ.get("ALGOPERF_IMAGE") or None
+    image_id = os.environ.get("ALGOPERF_IMAGE_ID") or None
+    return {
+        "in_docker": image is not None or image_id is not None,
+        "image": image,
+        "image_id": image_id,
+        "image_digest": os.environ.get("ALGOPERF_IMAGE_DIGEST") or None,
+    }
+
+
 def run_metadata(framework: str | None = None) -> dict[str, Any]:
     return {
         "hardware": hardware(framework),
         "packages": package_versions(),
         **git_revision(),
-        # Set by the Docker images (docker/), so a result names the exact image it ran in.
-        "image_digest": os.environ.get("ALGOPERF_IMAGE_DIGEST"),
+        "container": container(),
     }

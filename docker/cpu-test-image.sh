@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The CPU test image of tests/test_docker.py: docker/Dockerfile.pytorch built by `algoperf docker
+# build` on the local Debian base (cpu-test-base.sh), with --network none from a wheelhouse of
+# the locked versions: torch without the data extras, no .pyc files (a third of the build time).
+#
+#   docker/cpu-test-image.sh               builds it (layers cached by the daemon), prints its tag
+#   docker/cpu-test-image.sh --background  the same in the background, for `make test`: the image
+#                                          is ready by the time the Docker tests need it
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${ALGOPERF_DOCKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/algoperf/docker}
+python=${PYTHON:-$root/.venv/bin/python}
+tag=${ALGOPERF_TEST_IMAGE:-algoperf:pytorch-cpu-test}
+mkdir -p "$cache"
+
+if [ "${1:-}" = --background ]; then
+    if [ -e "$cache/daemon-unavailable.txt" ]; then
+        exit 0
+    fi
+    nohup bash "$0" >"$cache/cpu-test-image.log" 2>&1 &
+    echo "docker: building the CPU test image in the background (log: $cache/cpu-test-image.log)"
+    exit 0
+fi
+
+# One build at a time: the tests wait here for the one `make test` started.
+exec 9>"$cache/cpu-test-image.lock"
+flock 9
+
+start=$(date +%s)
+base=$(bash "$root/docker/cpu-test-base.sh")
+wheels="$cache/wheels-pytorch"
+stamp=$(sha256sum "$root/docker/constraints.txt" | cut -d' ' -f1)
+if [ "$(cat "$wheels/.constraints-sha256" 2>/dev/null)" != "$stamp" ]; then
+    "$python" -m algoperf.cli docker wheelhouse "$wheels" --extras pytorch 2>"$cache/wheelhouse.log" >&2 \
+        || { tail -n 20 "$cache/wheelhouse.log" >&2; exit 1; }
+    echo "$stamp" >"$wheels/.constraints-sha256"
+fi
+"$python" -m algoperf.cli docker build --framework pytorch --base-image "$base" --tag "$tag" \
+    --extras pytorch --wheelhouse "$wheels" --offline --network none \
+    --build-arg COMPILE_BYTECODE=false >&2
+echo "cpu-test-image: $tag ready in $(( $(date +%s) - start )) s" >&2
+echo "$tag"
