@@ -9,7 +9,7 @@ from typing import Any
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    from scoring.rules import RULES
+    from scoring.rules import DEFAULT, RULES
 
     p.add_argument(
         "logs",
@@ -19,7 +19,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "(at any depth; <submission>-YYYY-MM-DD-HH-MM-SS folders belong to <submission>)",
     )
     p.add_argument(
-        "--rules", choices=sorted(RULES), default="v0.6", help="rule-set version (default: v0.6)"
+        "--rules",
+        choices=sorted(RULES),
+        default=DEFAULT,
+        help=f"rule-set version (default: {DEFAULT})",
     )
     p.add_argument(
         "--ruleset",

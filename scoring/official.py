@@ -14,8 +14,9 @@ that make a run unofficial (a missing key or null means the default, which is of
 - `max_steps` set: the rules end a run at the target, the budget or `TrainingCompleteError`,
   never at a step count, so *any* `--max-steps` is a change (whether the cap bit or not: the
   flags alone cannot tell, and a scored run has no reason to set one);
-- `ruleset` or `rules` other than the ones being scored: a self-tuning run has 1.5 x the budget
-  and no search space, so it does not belong in an external-tuning leaderboard (or vice versa).
+- `ruleset` or `rules` other than the ones being scored: a self-tuning run has a longer budget
+  (1.5 x in v0.6) and no search space, so it does not belong in an external-tuning leaderboard
+  (or vice versa); versions differ in budgets and studies x trials.
 
 Rows of this harness's logs whose `score` is past the workload's budget x the rule set's
 multiplier never count (the runner stops at the budget, so such a row is a bug or an edited
