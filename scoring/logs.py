@@ -163,15 +163,23 @@ def read_trials(
     rows of this harness's logs past the target's budget are dropped (scoring/official.py).
     """
     found = find_trials(logs_dirs)
-    # One framework per submission and workload: the one with the most trials (ties: by name).
+    sources = [official.provenance(f[5].parent, f[6], ruleset, rules) for f in found]
+    # One framework per submission and workload: the one with the most official trials, then
+    # the most trials (ties: by name), so smoke runs in another framework never displace them.
     counts: dict[tuple[str, str], Counter[str]] = {}
-    for submission, _, workload, framework, _, _, _ in found:
+    official_counts: dict[tuple[str, str], Counter[str]] = {}
+    for (submission, _, workload, framework, _, _, _), source in zip(found, sources):
         counts.setdefault((submission, workload), Counter())[framework] += 1
-    chosen = {k: min(c, key=lambda fw: (-c[fw], fw)) for k, c in counts.items()}
+        official_counts.setdefault((submission, workload), Counter())[framework] += int(
+            not source.unofficial
+        )
+    chosen = {
+        k: min(c, key=lambda fw, k=k: (-official_counts[k][fw], -c[fw], fw))
+        for k, c in counts.items()
+    }
     trials = []
-    for submission, study, workload, framework, trial, path, flags in found:
+    for (submission, study, workload, framework, trial, path, _), source in zip(found, sources):
         t = TrialTimes(submission, study, workload, framework, trial, path)
-        source = official.provenance(path.parent, flags, ruleset, rules)
         t.harness, t.unofficial = source.harness, source.unofficial
         warn.extend(source.warnings)
         target = targets.get(workload)

@@ -164,6 +164,18 @@ def test_an_unreadable_flags_file_makes_the_trial_unofficial(tmp_path):
     assert result.medians[("s1", "wa")] == math.inf
 
 
+def test_smoke_runs_in_another_framework_do_not_displace_the_official_ones(tmp_path):
+    # One framework is scored per submission and workload: the one with the most official
+    # trials, not the one with the most trials (here three synthetic-data jax runs).
+    write_flags(write_trial(tmp_path, "s1", 0, "wa", 1, reaching_at(30)))
+    for trial in (1, 2, 3):
+        smoke = write_trial(tmp_path, "s1", 0, "wa", trial, reaching_at(5), framework="jax")
+        write_flags(smoke, data="synthetic", framework="jax")
+    result = score(tmp_path)
+    assert result.medians[("s1", "wa")] == 30.0
+    assert sum("several frameworks" in w for w in result.warnings) == 3
+
+
 # ---- through `algoperf score` ----------------------------------------------------------------
 def write_targets(tmp_path):
     path = tmp_path / "targets.json"
