@@ -174,7 +174,7 @@ def read_trials(
             not source.unofficial
         )
     chosen = {
-        k: min(c, key=lambda fw, k=k: (-official_counts[k][fw], -c[fw], fw))
+        k: min(c, key=lambda fw: (-official_counts[k][fw], -c[fw], fw))
         for k, c in counts.items()
     }
     trials = []
