@@ -268,6 +268,11 @@ def dataset_folders() -> dict[str, list[str]]:
     `datasets prepare` layout: `<data-dir>/<dataset>`), from the registry."""
     from workloads import registry
 
+    try:
+        from algoperf.datasets import dataset_name
+    except ImportError:
+        dataset_name = None  # type: ignore[assignment]
+
     folders: dict[str, list[str]] = {}
     for info in registry.all_workloads().values():
         if info.is_variant:
@@ -282,7 +287,12 @@ def dataset_folders() -> dict[str, list[str]]:
             names.append("imagenet")
         if info.name == "ogbg":
             names.append("ogbg_molpcba")
-        folders[info.name] = names
+        if dataset_name is not None:
+            try:
+                names.append(dataset_name(info.name))
+            except Exception:  # noqa: BLE001 - a workload without a dataset recipe
+                pass
+        folders[info.name] = list(dict.fromkeys(names))
     return folders
 
 
@@ -300,17 +310,25 @@ def check_data(data_dir: Path | None) -> list[Line]:
         return [Line(section, "data directory", PROBLEM, f"{_show(root)} is not readable", f"chmod u+rx {_show(root)}")]
     verified = _verified_datasets(root)
     lines = [Line(section, "data directory", OK, _show(root))]
-    prepared, missing = [], []
+    checked: list[str] = []
+    present: list[str] = []
+    missing: list[str] = []
     for workload, names in sorted(dataset_folders().items()):
-        found = next((root / n for n in names if (root / n).is_dir() and any((root / n).iterdir())), None)
         if verified is not None and workload in verified:
             ok, detail = verified[workload]
-            if not ok:
-                lines.append(Line(section, workload, WARN, detail,
+            if ok:
+                checked.append(workload)
+            else:
+                lines.append(Line(section, workload, WARN, f"does not match its manifest: {detail}",
                                   f"algoperf datasets prepare {workload} --data-dir {_show(root)}"))
-                continue
-        (prepared if found is not None else missing).append(workload)
-    lines.append(Line(section, "prepared", OK if prepared else INFO, ", ".join(prepared) or "none"))
+            continue
+        found = any((root / n).is_dir() and any((root / n).iterdir()) for n in names)
+        (present if found else missing).append(workload)
+    if checked:
+        lines.append(Line(section, "prepared", OK, f"{', '.join(checked)} (files match the manifests)"))
+    if present:
+        lines.append(Line(section, "present", OK if not checked else INFO,
+                          f"{', '.join(present)} (a folder, no manifest to check it against)"))
     if missing:
         lines.append(Line(section, "not prepared", INFO, ", ".join(missing),
                           f"algoperf datasets prepare <name> --data-dir {_show(root)} (or run with --data synthetic)"))
@@ -318,8 +336,9 @@ def check_data(data_dir: Path | None) -> list[Line]:
 
 
 def _verified_datasets(root: Path) -> dict[str, tuple[bool, str]] | None:
-    """Per workload (ok, detail) from the datasets manifests, when `algoperf.datasets` offers a
-    `verify_all(data_dir)` reader of them; None otherwise (the folders are checked instead)."""
+    """Per prepared workload (files ok, detail) from the manifests `algoperf datasets prepare`
+    writes, through `algoperf.datasets.verify_all(data_dir)`; None when there is no such reader
+    (the folders are then only looked at)."""
     try:
         from algoperf import datasets
     except ImportError:

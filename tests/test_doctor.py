@@ -55,14 +55,29 @@ def test_a_missing_data_directory_is_a_problem_with_its_fix(
     assert str(missing) in line["detail"] and "algoperf datasets prepare" in line["fix"]
 
 
-def test_prepared_datasets_are_listed_from_the_folders(tmp_path: Path) -> None:
+def test_dataset_folders_without_a_manifest_are_listed_as_present(tmp_path: Path) -> None:
     (tmp_path / "mnist1d").mkdir()
     (tmp_path / "mnist1d" / "mnist1d_20000_seed42.npz").write_bytes(b"x")
     (tmp_path / "ogbg_molpcba").mkdir()  # empty: not prepared
     lines = doctor.check_data(tmp_path)
-    prepared = next(line for line in lines if line.item == "prepared").detail.split(", ")
+    present = next(line for line in lines if line.item == "present").detail
     missing = next(line for line in lines if line.item == "not prepared").detail.split(", ")
-    assert prepared == ["mnist1d"] and "ogbg" in missing
+    assert present == "mnist1d (a folder, no manifest to check it against)" and "ogbg" in missing
+
+
+@pytest.mark.slow
+def test_a_prepared_dataset_is_checked_against_its_manifest(tmp_path: Path) -> None:
+    from algoperf import datasets
+
+    if not hasattr(datasets, "verify_all"):
+        pytest.skip("algoperf.datasets has no manifest reader (verify_all) yet")
+    assert cli.main(["datasets", "prepare", "mnist1d", "--data-dir", str(tmp_path)]) == 0
+    prepared = next(line for line in doctor.check_data(tmp_path) if line.item == "prepared")
+    assert prepared.detail.startswith("mnist1d") and prepared.status == doctor.OK
+    for path in (tmp_path / "mnist1d").rglob("*.npz"):
+        path.write_bytes(path.read_bytes()[:100])  # a truncated file: its size no longer matches
+    broken = next(line for line in doctor.check_data(tmp_path) if line.item == "mnist1d")
+    assert broken.status == doctor.WARN and "datasets prepare mnist1d" in broken.fix
 
 
 def test_a_nearly_full_disk_is_a_problem(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
