@@ -123,11 +123,11 @@ def test_algoperf_run_mnist_from_an_http_mirror(tmp_path):
     assert rows[0]["test/num_examples"] == str(NUM_TEST)
 
 
-def test_datasets_prepare_downloads_from_a_mirror(tmp_path, monkeypatch, capsys):
+def test_datasets_prepare_downloads_from_a_mirror(tmp_path, capsys):
     from algoperf import cli
 
     make_fixture(tmp_path / "mirror")
-    monkeypatch.setenv("ALGOPERF_DATASET_MIRROR", str(tmp_path / "mirror"))
-    assert cli.main(["datasets", "prepare", "mnist", "--data-dir", str(tmp_path / "d")]) == 0
-    assert sorted(p.name for p in (tmp_path / "d").glob("*.gz")) == sorted(mnist.FILES)
-    assert "data ready" in capsys.readouterr().out
+    args = ["datasets", "prepare", "mnist", "--data-dir", str(tmp_path / "d"), "--mirror", str(tmp_path / "mirror")]
+    assert cli.main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "d" / "mnist").glob("*.gz")) == sorted(mnist.FILES)
+    assert "mnist: ready in" in capsys.readouterr().out

@@ -1,0 +1,271 @@
+"""Does each workload's training input keep up with its model? Pipeline alone vs model, and waiting.
+
+Per workload, on data in the real format and of the real per-example size (written by
+`algoperf.datasets.fixtures`: ImageNet JPEGs of about 500 x 375, 640-row k-space, utterances of
+2-20 s, WMT sentences of 10-40 words, Criteo day files, molecules of molpcba's sizes):
+
+- `model ex/s`: the real PyTorch model's training step (forward, backward, SGD) at the bench
+  batch size on this CPU, median of a few steps after one warm-up: what the model consumes;
+- `pipeline ex/s`: batches pulled from `build_input_queue` (the runner's queue: reading, decoding,
+  batching, device placement) as fast as they come, nothing else running;
+- `input_wait_fraction`: a synthetic-model loop through a fresh queue: each step takes the next
+  batch (the time spent in `next()` is the wait) and then computes for the model's step time
+  (torch matrix products on the runner's threads, so the input workers compete for the cores as
+  they would with the real model). Fraction = wait / (wait + compute), first step included.
+
+Goals (issue 15), on this 2-core CPU: pipeline ex/s >= 3 x model ex/s, input_wait_fraction <= 0.05.
+Batch sizes are the reference's where the model steps in seconds here, smaller where it would not
+(the ratio of two rates barely depends on the batch size). Page cache: every file fits in memory,
+as a dataset on a local SSD read for the second time would.
+
+    .venv/bin/python scripts/bench_input.py                  # every workload
+    .venv/bin/python scripts/bench_input.py -w ogbg wmt      # some
+
+The last lines: `min_pipeline_over_model=...` and `max_input_wait_fraction=...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import pickle
+import statistics
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from algoperf import spec
+from algoperf.datasets import fixtures
+from algoperf.random_utils import prng_key, split
+from workloads import registry
+
+THREADS = os.cpu_count() or 1
+
+# workload -> (bench batch size, number of batches of training data to write)
+PLAN: dict[str, tuple[int, int]] = {
+    "mnist": (1024, 16),
+    "cifar": (128, 16),
+    "imagenet_resnet": (32, 12),
+    "fastmri": (8, 12),
+    "criteo1tb": (8192, 12),
+    "librispeech_conformer": (8, 12),
+    "wmt": (32, 12),
+    "ogbg": (128, 12),
+}
+
+
+# ---- data in the format each workload reads ---------------------------------------------------
+def _extract(archive: Path, into: Path) -> None:
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+
+
+def data_mnist(root: Path, batch: int, batches: int) -> Path:
+    fixtures.write_mnist(root, num_train=batch * batches * 6 // 5, num_test=1000)
+    return root
+
+
+def data_cifar(root: Path, batch: int, batches: int) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    per = batch * batches // 4
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        images, labels = fixtures.cifar_examples(per, i)
+        data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels.tolist()}, f)
+    return root
+
+
+def data_imagenet(root: Path, batch: int, batches: int) -> Path:
+    wnids = [f"n{i:08d}" for i in range(8)]
+    raw = root / "raw"
+    fixtures.write_imagenet(raw, wnids, train_per_class=batch * batches // 8, val_labels=wnids,
+                            realistic=True)
+    (root / "train").mkdir()
+    with tarfile.open(raw / fixtures.IMAGENET_TRAIN_TAR) as outer:
+        for member in outer:
+            inner = tarfile.open(fileobj=outer.extractfile(member))
+            inner.extractall(root / "train" / member.name[:-4], filter="data")
+    (root / "val").mkdir()
+    with tarfile.open(raw / fixtures.IMAGENET_VAL_TAR) as tar:
+        for i, member in enumerate(tar):
+            (root / "val" / wnids[i]).mkdir()
+            (root / "val" / wnids[i] / member.name).write_bytes(tar.extractfile(member).read())
+    return root
+
+
+def data_fastmri(root: Path, batch: int, batches: int) -> Path:
+    for sub, count in (("knee_singlecoil_train", batch * batches // 16), ("knee_singlecoil_val", 2)):
+        (root / sub).mkdir(parents=True)
+        for i in range(count):
+            volume = fixtures.fastmri_volume(16, 640, 368, 320, seed=i)
+            fixtures.write_fastmri_volume(root / sub / f"file{1000 + i}.h5", volume)
+    return root
+
+
+def data_criteo(root: Path, batch: int, batches: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    per_day = batch * batches // 4
+    for day in (0, 1, 2, 3, 23):
+        (root / f"day_{day}").write_bytes(b"".join(fixtures.criteo_lines(per_day, day)))
+    return root
+
+
+def data_librispeech(root: Path, batch: int, batches: int) -> Path:
+    from workloads.librispeech.preparation import prepare
+
+    raw = root / "raw"
+    count = batch * batches
+    fixtures.write_librispeech(raw, {"train-clean-100": count, "dev-clean": 4}, seconds=(2.0, 20.0))
+    for archive in raw.glob("*.tar.gz"):
+        _extract(archive, raw)
+    prepare(raw / "LibriSpeech", root / "data", vocab_size=32, hard_vocab_limit=False)
+    return root / "data"
+
+
+def data_wmt(root: Path, batch: int, batches: int) -> Path:
+    from workloads.wmt import workload as wmt
+
+    src = root / "src"
+    src.mkdir(parents=True)
+    pairs = fixtures.wmt_pairs(batch * batches * 8, 0, words=(10, 40))
+    for name, part in (("train", pairs), ("validation", pairs[:50]), ("test", pairs[50:100])):
+        (src / f"{name}.tsv").write_text("".join(f"{d}\t{e}\n" for d, e in part))
+    wmt.prepare(root / "data", src, vocab_size=64, hard_vocab_limit=False)
+    return root / "data"
+
+
+def data_ogbg(root: Path, batch: int, batches: int) -> Path:
+    import zipfile
+
+    fixtures.write_ogbg(root / "raw", num_graphs=batch * batches * 10 // 8)
+    with zipfile.ZipFile(root / "raw" / fixtures.OGBG_ARCHIVE) as z:
+        z.extractall(root / "raw")
+    (root / "raw" / "pcba").rename(root / "ogbg_molpcba")
+    return root
+
+
+DATA: dict[str, Callable[[Path, int, int], Path]] = {
+    "mnist": data_mnist,
+    "cifar": data_cifar,
+    "imagenet_resnet": data_imagenet,
+    "fastmri": data_fastmri,
+    "criteo1tb": data_criteo,
+    "librispeech_conformer": data_librispeech,
+    "wmt": data_wmt,
+    "ogbg": data_ogbg,
+}
+
+
+# ---- measurements -----------------------------------------------------------------------------
+def train_step(workload: Any, model: Any, state: Any, optimizer: Any, batch: Any, rng: Any) -> None:
+    optimizer.zero_grad()
+    logits, _ = workload.model_fn(model, batch, state, spec.ForwardPassMode.TRAIN, rng, True)
+    loss = workload.loss_fn(batch["targets"], logits, batch.get("weights"))
+    (loss["summed"] / loss["n_valid_examples"]).backward()
+    optimizer.step()
+
+
+def model_step_seconds(workload: Any, batch: Any, steps: int = 2) -> float:
+    """Median time of the real model's training step on one batch (after a warm-up step)."""
+    model_rng, rng = split(prng_key(0), 2)
+    model, state = workload.init_model_fn(model_rng)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        train_step(workload, model, state, optimizer, batch, rng)
+        times.append(time.perf_counter() - start)
+    del model, optimizer
+    gc.collect()
+    return statistics.median(times[1:])
+
+
+def queue(workload: Any, batch_size: int, data_dir: Path) -> Any:
+    return workload.build_input_queue(prng_key(1), "train", str(data_dir), batch_size)
+
+
+def pipeline_seconds_per_batch(workload: Any, batch_size: int, data_dir: Path, batches: int) -> float:
+    q = queue(workload, batch_size, data_dir)
+    next(q)  # start-up (opening files, starting workers) is not the steady rate
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(q)
+    return (time.perf_counter() - start) / batches
+
+
+def compute_for(seconds: float, a: torch.Tensor) -> None:
+    """Busy matrix products (GIL released, torch's threads) for `seconds`."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        torch.mm(a, a)
+
+
+def input_wait_fraction(workload: Any, batch_size: int, data_dir: Path, step: float, steps: int) -> float:
+    a = torch.randn(192, 192)
+    q = queue(workload, batch_size, data_dir)
+    wait = busy = 0.0
+    for _ in range(steps):
+        start = time.perf_counter()
+        next(q)
+        got = time.perf_counter()
+        compute_for(step, a)
+        wait += got - start
+        busy += time.perf_counter() - got
+    return wait / (wait + busy)
+
+
+def bench(name: str, root: Path, pipeline_batches: int, steps: int) -> dict[str, float]:
+    batch_size, batches = PLAN[name]
+    data_dir = DATA[name](root / name, batch_size, batches)
+    workload = registry.load(name, "pytorch", data="real", data_dir=str(data_dir))
+    first = next(queue(workload, batch_size, data_dir))
+    model_s = model_step_seconds(workload, first)
+    del first
+    print(f"# {name}: model step {model_s:.3f} s", flush=True)
+    pipe_s = pipeline_seconds_per_batch(workload, batch_size, data_dir, pipeline_batches)
+    fraction = input_wait_fraction(workload, batch_size, data_dir, model_s, steps)
+    return {
+        "batch": batch_size,
+        "model": batch_size / model_s,
+        "pipeline": batch_size / pipe_s,
+        "wait": fraction,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-w", "--workloads", nargs="*", default=list(PLAN), choices=list(PLAN))
+    parser.add_argument("--pipeline-batches", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="synthetic-model steps")
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.workloads:
+            rows[name] = bench(name, Path(tmp), args.pipeline_batches, args.steps)
+            r = rows[name]
+            print(f"# {name}: batch {r['batch']}, model {r['model']:.1f} ex/s, "
+                  f"pipeline {r['pipeline']:.1f} ex/s, wait {r['wait']:.3f}", flush=True)
+    print(f"threads={args.threads}")
+    print(f"{'workload':<24}{'batch':>7}{'model ex/s':>13}{'pipeline ex/s':>15}{'ratio':>8}"
+          f"{'input_wait_fraction':>21}  goal")
+    for name, r in rows.items():
+        ratio = r["pipeline"] / r["model"]
+        ok = "ok" if ratio >= 3 and r["wait"] <= 0.05 else "MISSED"
+        print(f"{name:<24}{r['batch']:>7}{r['model']:>13.1f}{r['pipeline']:>15.1f}{ratio:>8.1f}"
+              f"{r['wait']:>21.3f}  {ok}")
+    print(f"min_pipeline_over_model={min(r['pipeline'] / r['model'] for r in rows.values()):.2f}")
+    print(f"max_input_wait_fraction={max(r['wait'] for r in rows.values()):.3f}")
+
+
+if __name__ == "__main__":
+    main()
