@@ -1,47 +1,50 @@
-"""The `algoperf` command: run, tune, status, workloads, score, report.
+"""The `algoperf` command: run, tune, status, workloads (and score, report, datasets, check,
+doctor, docker, sweep from their own modules).
 
-Every sub-command validates its input first and fails with one paragraph naming the file or
-value, what was expected and the fix (exit code 2), never with a traceback. Nothing here asks
-a question: the command line says everything.
+This module only parses flags and prints: the flags become a typed `RunRequest`
+(algoperf.trial_config), the work is done by library code. Every sub-command validates its input
+first and fails with one paragraph naming the file or value, what was expected and the fix (exit
+code 2), never with a traceback. Nothing here asks a question: the command line says everything.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
-import shutil
+import socket
+import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from algoperf import tuning
+from algoperf import rulesets
+from algoperf.trial_config import ConfigError, RunRequest
 
 # Sub-command modules: each has register(subparsers); a missing one is skipped (optional parts).
 COMMAND_MODULES = (
-    "algoperf.experiment", "algoperf.datasets", "scoring.cli", "algoperf.check", "algoperf.doctor",
+    "algoperf.datasets", "scoring.cli", "algoperf.check", "algoperf.doctor",
     "algoperf.docker", "algoperf.sweep",
 )
 
 EXIT_OK, EXIT_TRIAL_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
+UsageError = ConfigError  # the name other command modules raise
+READY_ENV = "ALGOPERF_TRIAL_DIR_READY"
 
 
-class UsageError(Exception):
-    """A problem with the user's input: printed as one paragraph, exit code 2."""
-
-
-# ---- shared argument groups ------------------------------------------------------------------
+# ---- flags -----------------------------------------------------------------------------------
 def add_trial_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that define a trial, shared by `run` and `tune`."""
     p.add_argument("-w", "--workload", default="mnist1d", help="workload or variant name (default: mnist1d)")
     p.add_argument("-s", "--submission", default="adamw", help="a submission name or a path (default: adamw)")
     p.add_argument("--framework", choices=("pytorch", "jax"), help="default: from the submission file")
     p.add_argument("--tuning-search-space", help="search space JSON (default: the submission's own)")
     p.add_argument("--hparams", help="hyperparameters: a JSON file or inline JSON (overrides sampling)")
-    p.add_argument("--ruleset", choices=("external", "self"), default="external")
-    p.add_argument("--rules", choices=sorted(tuning.RULE_SETS), default="v0.6", help="rule-set version")
+    p.add_argument("--ruleset", choices=rulesets.TUNING_RULESETS, default="external")
+    p.add_argument("--rules", choices=sorted(rulesets.PRESETS), default="v0.6", help="rule-set version")
     p.add_argument("--seed", type=int, default=0, help="experiment seed; each trial folds in its place")
     p.add_argument("--data", choices=("real", "synthetic"), default="real")
     p.add_argument("--data-dir", help="where the dataset's files are (or are downloaded to)")
@@ -54,23 +57,45 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
                    help="(ours) evaluate every STEPS steps instead of every eval period of wall time; "
                         "makes eval rows reproducible; not for scored runs")
     p.add_argument("--batch-size", type=int, help="override the submission's batch size (smoke tests)")
+    p.add_argument("--threads", type=int,
+                   help="intra-op threads per process (default: the cores this process may use)")
     p.add_argument("--experiment-dir", default="./experiments")
     p.add_argument("--name", help="experiment name (default: <submission>-<date-time>)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing trial and start over")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    scale = p.add_argument_group("data parallelism (one node or several)")
+    scale.add_argument("--devices", type=int, default=1,
+                       help="devices per node: PyTorch processes (torchrun; gloo on CPU, NCCL on "
+                            "GPUs), or JAX devices of one process (CPU: XLA host devices)")
+    scale.add_argument("--nnodes", type=int, default=1, help="number of nodes")
+    scale.add_argument("--node-rank", type=int, default=0, help="this node's rank (from 0)")
+    scale.add_argument("--master-addr", default="127.0.0.1", help="address of node 0")
+    scale.add_argument("--master-port", type=int, help="port on node 0 (default: a free port, one node only)")
+    scale.add_argument("--rdzv-endpoint", help="host:port of a c10d rendezvous (instead of master addr/port)")
 
 
 def register(sub: Any) -> None:
     run = sub.add_parser("run", help="run one trial of a submission on a workload")
     add_trial_arguments(run)
-    run.add_argument("--devices", type=int, default=1,
-                     help="data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPUs)")
     run.add_argument("--study", type=int, default=0, help="study index (from 0)")
     run.add_argument("--trial", type=int, default=None,
                      help="trial index (from 1): picks the search-space point (default: the "
                           "submission's tuned point for the workload if it ships one, else 1)")
+    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="delete an existing trial and start over")
     run.set_defaults(func=cmd_run)
+
+    tune = sub.add_parser("tune", help="run the studies x trials of one workload under a ruleset "
+                                       "(finished trials skipped, interrupted ones resumed)")
+    add_trial_arguments(tune)
+    tune.add_argument("--studies", type=int, help="number of studies (default: from --rules)")
+    tune.add_argument("--trials", type=int, help="trials per study (default: from --rules; 1 for self)")
+    tune.add_argument("--study", type=int, help="run only this study (from 0)")
+    tune.add_argument("--trial", type=int, help="run only this trial (from 1)")
+    tune.set_defaults(func=cmd_tune)
+
+    status = sub.add_parser("status", help="show the state of every trial of an experiment")
+    status.add_argument("experiment", help="an experiment directory (experiments/<name>)")
+    status.set_defaults(func=cmd_status)
 
     wl = sub.add_parser("workloads", help="list the workloads and variants with their facts")
     wl.add_argument("--framework", choices=("pytorch", "jax"), default="pytorch")
@@ -80,287 +105,192 @@ def register(sub: Any) -> None:
     wl.set_defaults(func=cmd_workloads)
 
 
-# ---- resolving a trial from arguments --------------------------------------------------------
-def parse_hparams(text: str) -> dict[str, Any]:
-    inline = text.lstrip().startswith(("{", "["))
-    path = Path(text)
-    try:
-        is_file = not inline and path.is_file()
-    except OSError:  # e.g. a name longer than the file system allows: not a file
-        is_file = False
-    if not inline and not is_file:
-        raise UsageError(f"--hparams {text!r} is neither inline JSON nor an existing file.")
-    source = f"file {path}" if is_file else "--hparams"
-    try:
-        raw = path.read_text() if is_file else text
-        value = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise UsageError(
-            f"{source} is not valid JSON ({e.msg}, column {e.colno}). Give a JSON object such as "
-            "'{\"learning_rate\": 0.001}' or the path of a JSON file."
-        ) from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{source} must hold a JSON object of hyperparameters, got {type(value).__name__}.")
-    return value
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}.")
 
 
-def resolve_hyperparameters(
-    args: argparse.Namespace, source: Any, workload: str, study: int, trial: int, use_tuned: bool = False
-) -> dict[str, Any] | None:
-    if args.ruleset == "self":
+# ---- run -------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from algoperf import display, experiment, runner, trial_config
+
+    request = RunRequest.from_mapping(args)
+    _positive(args, "devices", "nnodes")
+    name = args.name or trial_config.default_name(args.submission)
+    config = trial_config.build(request, args.study, args.trial or 1, name, use_tuned=args.trial is None)
+    launched_here = os.environ.get(READY_ENV) != "1"
+    created = trial_config.prepare_trial_dir(config.trial_dir, args.resume, args.overwrite) \
+        if launched_here and args.node_rank == 0 else False
+    rank_zero = os.environ.get("RANK", "0") == "0"
+    try:
+        # The process that prepared the folder holds the trial's lock while the trial runs
+        # (in it, or in the processes it launches).
+        with experiment.holding(config.trial_dir) if created is not False and launched_here \
+                and args.node_rank == 0 else _nothing() as mine:
+            if mine is False:
+                raise ConfigError(f"{config.trial_dir} is being run by another process (its lock "
+                                  f"{experiment.LOCK_FILE} is live). Wait for it, or use another --name.")
+            if _needs_launcher(args, config.framework):
+                return launch_processes(args, request, name, args.study, args.trial)
+            if config.framework == "jax":
+                _set_jax_devices(args.devices)
+            progress = display.ProgressLine(args.quiet or not rank_zero)
+            if rank_zero:
+                print(f"algoperf run: {config.workload} x {Path(args.submission).name} "
+                      f"({config.framework}, {args.ruleset} tuning, data {args.data}) -> "
+                      f"{config.trial_dir}", file=sys.stderr)
+            result = runner.train_once(config, progress)
+            progress.close()
+    finally:
+        trial_config.remove_if_unused(config.trial_dir, created)
+    if rank_zero:
+        display.print_summary(result)
+    return exit_code(result.status)
+
+
+class _nothing:
+    def __enter__(self) -> None:
         return None
-    space_path = args.tuning_search_space or source.search_space
-    space = None
-    if space_path is not None:
-        try:
-            space = tuning.load_search_space(space_path)
-        except tuning.SearchSpaceError as e:
-            raise UsageError(f"{e} See RULES.md (Tuning) for the two accepted forms.") from None
-    if args.hparams:
-        values = parse_hparams(args.hparams)
-        if isinstance(space, dict):
-            missing = sorted(set(space) - set(values))
-            if missing:
-                raise UsageError(
-                    f"--hparams lacks {', '.join(missing)}, which the search space {space_path} defines. "
-                    "Give every hyperparameter of the search space, or drop --hparams to sample them."
-                )
-        return values
-    if use_tuned:
-        tuned = tuned_hyperparameters(source, workload)
-        if tuned is not None:
-            return tuned
-    if space is None:
-        raise UsageError(
-            f"Submission {source.path} has no tuning_search_space.json and no --hparams was given. "
-            "Under external tuning a trial needs hyperparameters: pass --tuning-search-space FILE, "
-            "--hparams JSON, or use --ruleset self."
-        )
-    try:
-        return tuning.sample(space, trial, args.seed, workload, study)
-    except tuning.SearchSpaceError as e:
-        raise UsageError(f"{space_path}: {e}") from None
 
-
-def tuned_hyperparameters(source: Any, workload: str) -> dict[str, Any] | None:
-    """The point a submission ships as tuned for a workload (`tuned_hyperparameters.json`).
-
-    `algoperf run` without --trial or --hparams uses it, so that a plain run shows what the
-    submission does at its best; `algoperf tune` always samples the search space.
-    """
-    path = Path(source.path).parent / "tuned_hyperparameters.json"
-    if not path.exists():
+    def __exit__(self, *exc: Any) -> None:
         return None
+
+
+def _needs_launcher(args: argparse.Namespace, framework: str | None) -> bool:
+    """Whether this command must start torchrun (PyTorch: one process per device, several nodes)."""
+    if "LOCAL_RANK" in os.environ:
+        return False
+    return framework == "pytorch" and (args.devices > 1 or args.nnodes > 1)
+
+
+def _set_jax_devices(devices: int) -> None:
+    """On the CPU, `--devices N` makes XLA show N host devices (set before jax starts)."""
+    if devices > 1 and "jax" not in sys.modules and "xla_force_host_platform_device_count" not in \
+            os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={devices}").strip()
+
+
+def request_argv(request: RunRequest, name: str, study: int, trial: int | None) -> list[str]:
+    """`algoperf run` flags that reproduce `request` for one trial (for launched processes)."""
+    argv = ["run", "--name", name, "--study", str(study), "--quiet"]
+    if trial is not None:
+        argv += ["--trial", str(trial)]
+    defaults = RunRequest()
+    for field in dataclasses.fields(RunRequest):
+        value = getattr(request, field.name)
+        if field.name in ("name", "overwrite") or value == getattr(defaults, field.name) or value is None:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        argv += [flag] if isinstance(value, bool) else [flag, str(value)]
+    return argv
+
+
+def launch_processes(args: argparse.Namespace, request: RunRequest, name: str, study: int,
+                     trial: int | None) -> int:
+    """Re-runs one trial under torchrun: `--devices` processes on this node, `--nnodes` nodes."""
+    port = args.master_port
+    if port is None:
+        if args.nnodes > 1 and not args.rdzv_endpoint:
+            raise ConfigError("--nnodes > 1 needs --master-port (the same on every node) or --rdzv-endpoint.")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.devices}",
+               f"--nnodes={args.nnodes}"]
+    if args.rdzv_endpoint:
+        command += ["--rdzv_backend=c10d", f"--rdzv_endpoint={args.rdzv_endpoint}"]
+    else:
+        command += [f"--node_rank={args.node_rank}", f"--master_addr={args.master_addr}",
+                    f"--master_port={port}"]
+    command += ["-m", "algoperf.cli", *request_argv(request, name, study, trial)]
+    env = {**os.environ, READY_ENV: "1"}
+    return subprocess.run(command, env=env).returncode
+
+
+# ---- tune and status -------------------------------------------------------------------------
+def cmd_tune(args: argparse.Namespace) -> int:
+    from algoperf import display, experiment, runner, submission, trial_config
+
+    request = RunRequest.from_mapping(args)
+    _positive(args, "studies", "trials", "devices", "nnodes")
     try:
-        table = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}).") from None
-    return table.get(workload)
+        source = submission.resolve(args.submission, args.framework)
+    except submission.SubmissionError as e:
+        raise ConfigError(str(e)) from None
+    name = args.name or (source.name if args.ruleset == "external" else f"{source.name}_self")
+    root = Path(args.experiment_dir) / name
+    plan = experiment.plan_of(request, args.studies, args.trials)
+    studies = [args.study] if args.study is not None else list(range(plan["studies"]))
+    trials = [args.trial] if args.trial is not None else list(range(1, plan["trials"] + 1))
+    trial_config.build(request, studies[0], trials[0], name)  # every input checked before training
+    experiment.record_plan(root, plan)
+
+    def run_trial(config: Any) -> Any:
+        if _needs_launcher(args, config.framework):
+            trial_request = dataclasses.replace(request, resume=config.resume)
+            code = launch_processes(args, trial_request, name, config.study, config.trial)
+            return _result_from_folder(config, code)
+        if config.framework == "jax":
+            _set_jax_devices(args.devices)
+        progress = display.ProgressLine(args.quiet)
+        result = runner.train_once(config, progress)
+        progress.close()
+        return result
+
+    counts = experiment.tune(request, name, studies, trials, run_trial,
+                             lambda line: print(line, file=sys.stderr))
+    print(f"tune {name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    print(f"  status: algoperf status {root}")
+    if counts.get("interrupted"):
+        return EXIT_INTERRUPTED
+    return EXIT_TRIAL_ERROR if counts.get("error") else EXIT_OK
 
 
-def trial_dir_for(experiment_dir: str, name: str, study: int, workload: str, framework: str, trial: int) -> Path:
-    return Path(experiment_dir) / name / f"study_{study}" / f"{workload}_{framework}" / f"trial_{trial}"
+def _result_from_folder(config: Any, returncode: int) -> Any:
+    """The result of a trial run in other processes, read from its summary.json."""
+    from algoperf import logs
 
-
-def prepare_trial_dir(path: Path, resume: bool, overwrite: bool) -> None:
-    if path.exists() and any(path.iterdir()):
-        if overwrite:
-            shutil.rmtree(path)
-        elif not resume:
-            raise UsageError(
-                f"{path} already holds a run. Pass --resume to continue it, --overwrite to delete it "
-                "and start over, or --name to start a new experiment."
-            )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(
-            f"Cannot write to the experiment directory {path} ({e.strerror}). Choose a writable "
-            "--experiment-dir."
-        ) from None
-
-
-def build_trial_config(
-    args: argparse.Namespace, study: int, trial: int, name: str, use_tuned: bool = False
-) -> Any:
-    from algoperf import runner
-    from algoperf import submission as submission_lib
-    from workloads import registry
-
-    try:
-        info = registry.get(args.workload)
-    except registry.UnknownWorkloadError as e:
-        raise UsageError(str(e)) from None
-    try:
-        source = submission_lib.resolve(args.submission, args.framework)
-        submission_lib.load(source)
-    except submission_lib.SubmissionError as e:
-        raise UsageError(str(e)) from None
-    if source.framework not in info.implementations:
-        raise UsageError(
-            f"Workload {info.name!r} has no {source.framework} implementation "
-            f"(it has: {', '.join(info.implementations) or 'none'})."
-        )
-    hparams = resolve_hyperparameters(args, source, info.name, study, trial, use_tuned)
-    trial_dir = trial_dir_for(args.experiment_dir, name, study, info.name, source.framework, trial)
-    flags = {k: v for k, v in vars(args).items() if k not in ("func", "argv")}
-    return runner.TrialConfig(
-        workload=info.name,
-        submission=str(source.path),
-        trial_dir=trial_dir,
-        framework=source.framework,
-        hyperparameters=hparams,
-        seed=runner.trial_seed(args.seed, info.name, study, trial),
-        data=args.data,
-        data_dir=args.data_dir,
-        max_steps=args.max_steps,
-        max_runtime=args.max_runtime,
-        stop_at=args.stop_at,
-        checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every,
-        resume=args.resume,
-        batch_size=args.batch_size,
-        ruleset=args.ruleset,
-        rules=args.rules,
-        study=study,
-        trial=trial,
-        flags=flags,
+    summary_path = config.trial_dir / logs.SUMMARY_FILE
+    summary = logs.read_json(summary_path) if summary_path.exists() else {}
+    return argparse.Namespace(
+        status=summary.get("status", "error" if returncode else "interrupted"),
+        global_step=summary.get("global_step", 0),
+        time_to_target_s=summary.get("time_to_target_s"),
     )
 
 
-# ---- display ---------------------------------------------------------------------------------
-class ProgressLine:
-    """A one-line live display on stderr (rewritten in place on a terminal, a line per eval otherwise)."""
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
 
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self._last_step = 0
-        self._last_time = time.perf_counter()
-        self._rate = 0.0
-        self._printed_eval = None
+    from algoperf import experiment
 
-    def __call__(self, p: dict[str, Any]) -> None:
-        if self.quiet:
-            return
-        now = time.perf_counter()
-        if self._last_step == 0:
-            # The first report follows set-up and the first eval: a rate would mean nothing yet.
-            self._last_step, self._last_time = p["global_step"], now
-        elif now > self._last_time and p["global_step"] > self._last_step:
-            self._rate = (p["global_step"] - self._last_step) / (now - self._last_time)
-            self._last_step, self._last_time = p["global_step"], now
-        val = "-" if p["validation"] is None else f"{p['validation']:.4f}"
-        line = (
-            f"step {p['global_step']:>7}  {self._rate:7.1f} steps/s  "
-            f"validation {p['metric']} {val} (target {p['target']:g})  "
-            f"submission time {p['submission_time']:7.1f}s / {p['budget']:g}s"
-        )
-        if self.tty:
-            sys.stderr.write("\r" + line + "\033[K")
-            sys.stderr.flush()
-        elif p["validation"] is not None and p["validation"] != self._printed_eval:
-            self._printed_eval = p["validation"]
-            print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.tty and not self.quiet:
-            sys.stderr.write("\n")
-
-
-def _fmt_s(value: float | None) -> str:
-    return "not reached" if value is None else f"{value:.2f} s"
-
-
-def print_summary(result: Any) -> None:
-    phases = result.phases
-    wall = sum(phases.values())
-    lines = [
-        "",
-        f"Trial finished: {result.status}   ({result.global_step} steps)",
-        f"  time to validation target : {_fmt_s(result.time_to_target_s)}"
-        f"   ({result.target_metric} target {result.validation_target:g})",
-        f"  time to test target       : {_fmt_s(result.test_time_to_target_s)}",
-    ]
-    if result.last_eval:
-        val = result.last_eval.get(f"validation/{result.target_metric}")
-        test = result.last_eval.get(f"test/{result.target_metric}")
-        lines.append(f"  last eval                 : validation {val:.4f}, test {test:.4f}"
-                     if val is not None and test is not None else "")
-    lines.append(f"  budget                    : {result.budget_s:g} s of submission time")
-    lines.append(f"  wall time {wall:.2f} s =" + " + ".join(
-        f" {name} {phases[name]:.2f}" for name in phases if phases[name] > 0.0005))
-    lines.append(f"    (first step, in submission: {result.first_step_s:.3f} s"
-                 + (f"; lost to preemptions: {result.lost_s:.2f} s)" if result.lost_s else ")"))
-    if result.error:
-        lines.append(f"  error: {result.error}")
-    lines.append(f"  logs: {result.trial_dir}")
-    exp = Path(result.trial_dir).parents[2]
-    lines.append(f"  report: algoperf report {exp} --out {exp}/report")
-    print("\n".join(line for line in lines if line))
+    root = Path(args.experiment)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a directory. Give an experiment directory, e.g. experiments/adamw.")
+    rows = experiment.status_rows(root)
+    if not rows:
+        raise ConfigError(f"{root} holds no trials (no study_<k>/<workload>_<framework>/trial_<i>/ folders).")
+    table = Table(title=f"experiment {root}")
+    for col in rows[0]:
+        table.add_column(col)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+        table.add_row(*row.values())
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    return 0
 
 
 def exit_code(status: str) -> int:
     return {"error": EXIT_TRIAL_ERROR, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_OK)
 
 
-# ---- commands --------------------------------------------------------------------------------
-READY_ENV = "ALGOPERF_TRIAL_DIR_READY"
-
-
-def default_name(submission: str) -> str:
-    path = Path(submission)
-    stem = path.stem if path.suffix == ".py" else path.name
-    return f"{stem}-{time.strftime('%Y-%m-%d-%H-%M-%S')}"
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from algoperf import runner
-
-    name = args.name or default_name(args.submission)
-    config = build_trial_config(args, args.study, args.trial or 1, name, use_tuned=args.trial is None)
-    if os.environ.get(READY_ENV) != "1":
-        prepare_trial_dir(config.trial_dir, args.resume, args.overwrite)
-    if args.devices > 1 and "LOCAL_RANK" not in os.environ:
-        return launch_data_parallel(args, name)
-    rank_zero = os.environ.get("RANK", "0") == "0"
-    progress = ProgressLine(args.quiet or not rank_zero)
-    if rank_zero:
-        print(f"algoperf run: {config.workload} x {Path(args.submission).name} ({config.framework}, "
-              f"{args.ruleset} tuning, data {args.data}) -> {config.trial_dir}", file=sys.stderr)
-    result = runner.train_once(config, progress)
-    progress.close()
-    if rank_zero:
-        print_summary(result)
-    return exit_code(result.status)
-
-
-def launch_data_parallel(args: argparse.Namespace, name: str) -> int:
-    """Re-runs this command under torchrun with one process per device (127.0.0.1 rendezvous)."""
-    import socket
-    import subprocess
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    argv = [a for a in args.argv if a not in ("--overwrite",)]
-    if "--devices" in argv:
-        i = argv.index("--devices")
-        del argv[i : i + 2]
-    argv = [a for a in argv if not a.startswith("--devices=")]
-    if args.name is None:
-        argv += ["--name", name]
-    command = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.devices}",
-        "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "algoperf.cli", *argv,
-    ]
-    env = {**os.environ, READY_ENV: "1"}
-    return subprocess.run(command, env=env).returncode
-
-
+# ---- workloads -------------------------------------------------------------------------------
 def cmd_workloads(args: argparse.Namespace) -> int:
     from workloads import registry
 
@@ -369,6 +299,15 @@ def cmd_workloads(args: argparse.Namespace) -> int:
     for n in names:
         if n not in infos:
             registry.get(n)  # raises with a suggestion
+    if args.count_params:
+        from algoperf import backends
+
+        if not backends.available(args.framework):
+            raise ConfigError(
+                f"--count-params --framework {args.framework} builds the models, but "
+                f"{args.framework} is not installed here. Install it with "
+                f"`pip install -e '.[{args.framework}]'` (`make install` installs both)."
+            )
     rows = []
     for n in names:
         facts = infos[n].facts()
@@ -386,15 +325,13 @@ def cmd_workloads(args: argparse.Namespace) -> int:
                 "eval period s", "eval bs", "ref params" + (f" / {args.framework}" if args.count_params else "")):
         table.add_column(col)
     for r in rows:
-        ref = r["n_params"] if not args.count_params else None
-        ref_text = f"{r['n_params'].get(args.framework, '-'):,}" if isinstance(r["n_params"], dict) and r["n_params"].get(args.framework) else "-"
         if args.count_params:
-            info = infos[r["name"]]
-            want = info.n_params.get(args.framework)
-            got = r["n_params"]
-            mark = "" if want is None else (" ok" if got == want else f" (ref {want:,})")
-            ref_text = f"{got:,}{mark}"
-        del ref
+            want, got = infos[r["name"]].n_params.get(args.framework), r["n_params"]
+            mark = "" if want is None or got is None else (" ok" if got == want else f" (ref {want:,})")
+            ref_text = "-" if got is None else f"{got:,}{mark}"
+        else:
+            ref = r["n_params"].get(args.framework) if isinstance(r["n_params"], dict) else None
+            ref_text = f"{ref:,}" if ref else "-"
         arrow = "↑" if r["higher_is_better"] else "↓"
         table.add_row(r["name"], r["base"] or "", f"{r['target_metric_name']} {arrow}",
                       f"{r['validation_target']:g}", f"{r['test_target']:g}",
@@ -406,26 +343,19 @@ def cmd_workloads(args: argparse.Namespace) -> int:
 
 def count_params(name: str, framework: str) -> int | None:
     """Builds a workload's model on the CPU and counts its unique trainable parameters."""
+    from algoperf import backends
+    from algoperf.random_utils import prng_key
     from workloads import registry
 
     info = registry.get(name)
     if framework not in info.implementations:
         return None
-    from algoperf.random_utils import prng_key
-
     workload = registry.load(name, framework, data="synthetic")
+    counter = getattr(workload, "count_params", None)
+    if counter is not None:  # e.g. a model too large to build here, counted from its shapes
+        return int(counter())
     model, _ = workload.init_model_fn(prng_key(0))
-    if framework == "pytorch":
-        return sum(p.numel() for p in model.parameters())
-    import numpy as np
-
-    return int(sum(np.size(x) for x in _leaves(model)))
-
-
-def _leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, dict):
-        return [leaf for v in tree.values() for leaf in _leaves(v)]
-    return [tree]
+    return int(backends.get(framework).count_params(model))
 
 
 # ---- entry point -----------------------------------------------------------------------------
@@ -461,17 +391,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     absl_logging.set_verbosity(absl_logging.WARNING)
     try:
         return int(args.func(args))
-    except UsageError as e:
+    except ConfigError as e:
         print(f"algoperf {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"algoperf {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # a known kind of failure with a message meant for the user
+        from algoperf.backends import FrameworkUnavailableError
         from algoperf.datasets import DatasetUnavailableError
+        from algoperf.submission import SubmissionError
         from workloads.registry import UnknownWorkloadError
 
-        if isinstance(e, (DatasetUnavailableError, UnknownWorkloadError)):
+        if isinstance(e, (DatasetUnavailableError, UnknownWorkloadError, SubmissionError,
+                          FrameworkUnavailableError)):
             print(f"algoperf {args.command}: error: {e}", file=sys.stderr)
             return EXIT_USAGE
         raise

@@ -16,12 +16,12 @@ from typing import Any
 PHASES = ("setup", "submission", "eval", "logging", "checkpoint", "other")
 
 
-def _no_sync() -> None:
+def _no_sync(outputs: Any = None) -> None:
     return None
 
 
 class RunClock:
-    def __init__(self, sync: Callable[[], None] = _no_sync, now: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, sync: Callable[[Any], None] = _no_sync, now: Callable[[], float] = time.perf_counter) -> None:
         self._sync = sync
         self._now = now
         self.phases: dict[str, float] = dict.fromkeys(PHASES, 0.0)
@@ -30,12 +30,22 @@ class RunClock:
         self._last = now()
         self.start_time = self._last
 
-    def set_sync(self, sync: Callable[[], None]) -> None:
+    def set_sync(self, sync: Callable[[Any], None]) -> None:
+        """`sync(outputs)` waits until the device has computed `outputs` (all queued work if None)."""
         self._sync = sync
 
-    def charge(self, phase: str) -> float:
-        """Sync the device, then add the time since the last boundary to `phase`; returns it."""
-        self._sync()
+    def wait_for(self, outputs: Any = None) -> None:
+        """Waits for the device (to finish `outputs`) without taking a timestamp."""
+        self._sync(outputs)
+
+    def pending(self) -> float:
+        """Time since the last boundary, not yet charged to any phase."""
+        return self._now() - self._last
+
+    def charge(self, phase: str, outputs: Any = None) -> float:
+        """Waits for the device to finish `outputs` (or all its work), then adds the time since the
+        last boundary to `phase`; returns it."""
+        self._sync(outputs)
         t = self._now()
         elapsed = t - self._last
         self.phases[phase] += elapsed

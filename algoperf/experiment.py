@@ -1,35 +1,44 @@
-"""Experiments: the plan of studies x trials, trial states, `algoperf tune` and `algoperf status`.
+"""Experiments: the plan of studies x trials, trial states and locks, and running a plan.
 
 An experiment directory holds `experiment.json` (the plan) and the AlgoPerf layout
 `study_<k>/<workload>_<framework>/trial_<i>/`. A trial's state is read from its files alone, so
 running the same `tune` command again is idempotent: finished trials are skipped, interrupted
 ones resumed from their last checkpoint, missing ones started. Trials can also be run one at a
-time (`--study K --trial I`) by a scheduler, in any order and in parallel processes.
+time (`--study K --trial I`) by a scheduler, in any order and in parallel processes, on any
+number of hosts sharing the directory: a trial being run holds a lock file created atomically
+(O_CREAT|O_EXCL) whose heartbeat (its modification time) the holder renews; a lock whose
+heartbeat is older than the timeout is stale on any host (its node died) and is broken.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
-import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from algoperf import logs, tuning
+from algoperf import logs, rulesets
+from algoperf.trial_config import ConfigError, RunRequest
 
 PLAN_FILE = "experiment.json"
 LOCK_FILE = ".running"
 FINAL_STATUSES = ("reached", "budget", "max_steps", "diverged", "completed", "error")
+# A lock not renewed for this long belongs to a dead process or node (ALGOPERF_LOCK_TIMEOUT_S).
+LOCK_TIMEOUT_S = float(os.environ.get("ALGOPERF_LOCK_TIMEOUT_S", "300"))
 
 
-def trial_state(trial_dir: Path) -> str:
-    """done/reached, done/budget, done/max_steps, done/completed, diverged, error, interrupted, running or missing."""
+# ---- trial states ----------------------------------------------------------------------------
+def trial_state(trial_dir: Path, locked_by_me: bool = False) -> str:
+    """done/<status>, diverged, error, interrupted, running or missing (`locked_by_me`: the
+    caller holds the trial's lock, so the lock says nothing about the trial)."""
     summary_path = trial_dir / logs.SUMMARY_FILE
-    lock = trial_dir / LOCK_FILE
-    if lock.exists() and _lock_alive(lock):
+    if not locked_by_me and lock_is_live(trial_dir / LOCK_FILE):
         return "running"
     if summary_path.exists():
         try:
@@ -39,7 +48,7 @@ def trial_state(trial_dir: Path) -> str:
         if status in ("diverged", "error", "interrupted"):
             return status
         return f"done/{status}"
-    if trial_dir.exists() and any(trial_dir.iterdir()):
+    if trial_dir.exists() and any(not p.name.startswith(LOCK_FILE) for p in trial_dir.iterdir()):
         return "interrupted"
     return "missing"
 
@@ -48,60 +57,140 @@ def is_finished(state: str) -> bool:
     return state.startswith("done/") or state in ("diverged", "error")
 
 
-def _lock_alive(lock: Path) -> bool:
+# ---- locks -----------------------------------------------------------------------------------
+def _read_lock(lock: Path) -> dict[str, Any] | None:
     try:
-        info = json.loads(lock.read_text())
-    except (ValueError, OSError):
-        return False
-    if info.get("host") != socket.gethostname():
-        return True  # another machine's trial: assume it is alive
+        return dict(json.loads(lock.read_text()))
+    except (ValueError, OSError, TypeError):
+        return None
+
+
+def lock_is_live(lock: Path, timeout: float | None = None) -> bool:
+    """Whether a lock's holder is alive: its process (same host) exists and its heartbeat is
+    recent (any host). A lock being written (no content yet) counts as live."""
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
     try:
-        os.kill(int(info["pid"]), 0)
-    except (ProcessLookupError, ValueError, KeyError):
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True
+    if age > timeout:
+        return False
+    info = _read_lock(lock)
+    if info is None:
+        return age < 5.0  # just created, its content not yet written
+    if info.get("host") == socket.gethostname():
+        try:
+            os.kill(int(info["pid"]), 0)
+        except (ProcessLookupError, ValueError, KeyError):
+            return False
+        except PermissionError:
+            return True
     return True
 
 
+class TrialLock:
+    """The lock of one trial folder, held while the trial runs, with a heartbeat thread."""
+
+    def __init__(self, trial_dir: Path, timeout: float | None = None) -> None:
+        self.path = Path(trial_dir) / LOCK_FILE
+        self.timeout = LOCK_TIMEOUT_S if timeout is None else timeout
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        """True if this process now holds the lock; False if a live holder has it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if lock_is_live(self.path, self.timeout) or not self._break_stale():
+                    return False
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "token": self.token,
+                           "started": time.time()}, f)
+            self._thread = threading.Thread(target=self._beat, name="algoperf-lock-heartbeat", daemon=True)
+            self._thread.start()
+            return True
+        return False
+
+    def _break_stale(self) -> bool:
+        """Removes a stale lock, under a short-lived breaker lock so that two processes never
+        both break it (one could otherwise remove the fresh lock the other just made)."""
+        breaker = self.path.with_name(LOCK_FILE + ".break")
+        try:
+            fd = os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                if time.time() - breaker.stat().st_mtime > 60:
+                    breaker.unlink(missing_ok=True)  # its breaker died mid-break
+            except FileNotFoundError:
+                pass
+            return False
+        os.close(fd)
+        try:
+            if lock_is_live(self.path, self.timeout):
+                return False
+            self.path.unlink(missing_ok=True)
+            return True
+        finally:
+            breaker.unlink(missing_ok=True)
+
+    def _beat(self) -> None:
+        interval = max(0.5, self.timeout / 10)
+        while not self._stop.wait(interval):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        info = _read_lock(self.path)
+        if info is not None and info.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+
 @contextmanager
-def running_lock(trial_dir: Path) -> Any:
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    lock = trial_dir / LOCK_FILE
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+def holding(trial_dir: Path) -> Iterator[bool]:
+    """`with holding(dir) as mine:` -- mine is False when another live process holds the trial."""
+    lock = TrialLock(trial_dir)
+    mine = lock.acquire()
     try:
-        yield
+        yield mine
     finally:
-        lock.unlink(missing_ok=True)
+        if mine:
+            lock.release()
 
 
-def plan_of(args: argparse.Namespace) -> dict[str, Any]:
-    rules = tuning.RULE_SETS[args.rules]
-    if args.ruleset == "self":
-        studies, trials = rules.self_studies, 1
-    else:
-        studies, trials = rules.external_studies, rules.external_trials
+# ---- plans -----------------------------------------------------------------------------------
+def plan_of(request: RunRequest, studies: int | None = None, trials: int | None = None) -> dict[str, Any]:
+    preset = rulesets.get(request.rules)
     return {
-        "workload": args.workload,
-        "submission": args.submission,
-        "ruleset": args.ruleset,
-        "rules": args.rules,
-        "seed": args.seed,
-        "studies": args.studies if args.studies is not None else studies,
-        "trials": 1 if args.ruleset == "self" else (args.trials if args.trials is not None else trials),
+        "workload": request.workload,
+        "submission": request.submission,
+        "ruleset": request.ruleset,
+        "rules": request.rules,
+        "seed": request.seed,
+        "studies": studies if studies is not None else preset.studies(request.ruleset),
+        "trials": 1 if request.ruleset == "self" else (
+            trials if trials is not None else preset.trials_per_study(request.ruleset)),
     }
 
 
-def _check_plan(root: Path, plan: dict[str, Any]) -> None:
-    from algoperf.cli import UsageError
-
+def record_plan(root: Path, plan: dict[str, Any]) -> None:
+    """Writes experiment.json, refusing to continue an experiment of other settings."""
     path = root / PLAN_FILE
     if path.exists():
         old = logs.read_json(path)
         keys = ("workload", "submission", "ruleset", "rules", "seed")
         changed = [k for k in keys if old.get(k) != plan[k]]
         if changed:
-            raise UsageError(
+            raise ConfigError(
                 f"{root} is an experiment with a different {', '.join(changed)} "
                 f"({', '.join(f'{k}={old.get(k)!r}' for k in changed)}). Use another --name, or the "
                 "same settings to continue it."
@@ -112,53 +201,37 @@ def _check_plan(root: Path, plan: dict[str, Any]) -> None:
     logs.write_json(path, plan)
 
 
-def cmd_tune(args: argparse.Namespace) -> int:
-    from algoperf import cli, runner
-    from algoperf import submission as submission_lib
+def tune(
+    request: RunRequest, name: str, studies: list[int], trials: list[int],
+    run_trial: Callable[[Any], Any], report: Callable[[str], None],
+) -> dict[str, int]:
+    """Runs every (study, trial) of the plan that is not finished or running elsewhere.
 
-    if args.resume or args.overwrite:
-        raise cli.UsageError("tune resumes interrupted trials and skips finished ones by itself; "
-                             "--resume/--overwrite apply to `algoperf run`.")
-    try:
-        source = submission_lib.resolve(args.submission, args.framework)
-    except submission_lib.SubmissionError as e:
-        raise cli.UsageError(str(e)) from None
-    name = args.name or (source.name if args.ruleset == "external" else f"{source.name}_self")
-    root = Path(args.experiment_dir) / name
-    plan = plan_of(args)
-    studies = [args.study] if args.study is not None else list(range(plan["studies"]))
-    trials = [args.trial] if args.trial is not None else list(range(1, plan["trials"] + 1))
-    # Validate everything (workload, submission, search space) before any training starts.
-    cli.build_trial_config(args, studies[0], trials[0], name)
-    _check_plan(root, plan)
+    `run_trial(config)` runs one trial and returns its TrialResult; `report(line)` tells the user
+    what happens. Returns how many trials ended in each way (`skipped` for the others).
+    """
+    from algoperf import trial_config
+
     counts: dict[str, int] = {}
-    worst = cli.EXIT_OK
     for study in studies:
         for trial in trials:
-            config = cli.build_trial_config(args, study, trial, name)
-            state = trial_state(config.trial_dir)
+            config = trial_config.build(request, study, trial, name)
             label = f"study {study} trial {trial}"
-            if is_finished(state) or state == "running":
-                print(f"{label}: {state}, skipped", file=sys.stderr)
-                counts["skipped"] = counts.get("skipped", 0) + 1
-                continue
-            config.resume = state == "interrupted"
-            print(f"{label}: {'resuming' if config.resume else 'starting'} -> {config.trial_dir}",
-                  file=sys.stderr)
-            progress = cli.ProgressLine(args.quiet)
-            with running_lock(config.trial_dir):
-                result = runner.train_once(config, progress)
-            progress.close()
+            with holding(config.trial_dir) as mine:
+                state = trial_state(config.trial_dir, locked_by_me=True) if mine else "running"
+                if is_finished(state) or state == "running":
+                    report(f"{label}: {state}, skipped")
+                    counts["skipped"] = counts.get("skipped", 0) + 1
+                    continue
+                config.resume = state == "interrupted"
+                report(f"{label}: {'resuming' if config.resume else 'starting'} -> {config.trial_dir}")
+                result = run_trial(config)
             ttt = "not reached" if result.time_to_target_s is None else f"{result.time_to_target_s:.2f} s"
-            print(f"{label}: {result.status}, {result.global_step} steps, time to target {ttt}",
-                  file=sys.stderr)
+            report(f"{label}: {result.status}, {result.global_step} steps, time to target {ttt}")
             counts[result.status] = counts.get(result.status, 0) + 1
             if result.status == "interrupted":
-                return cli.EXIT_INTERRUPTED
-            worst = max(worst, cli.exit_code(result.status))
-    print(f"tune {name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    print(f"  status: algoperf status {root}")
-    return worst
+                return counts
+    return counts
 
 
 def experiment_trials(root: Path) -> list[tuple[int, str, int, Path]]:
@@ -174,59 +247,27 @@ def experiment_trials(root: Path) -> list[tuple[int, str, int, Path]]:
         for study in range(plan["studies"]):
             for trial in range(1, plan["trials"] + 1):
                 for wf in frameworks:
-                    key = (study, wf, trial)
-                    found.setdefault(key, root / f"study_{study}" / wf / f"trial_{trial}")
+                    found.setdefault((study, wf, trial), root / f"study_{study}" / wf / f"trial_{trial}")
     return [(s, wf, t, found[(s, wf, t)]) for (s, wf, t) in sorted(found)]
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from algoperf.cli import UsageError
-
-    root = Path(args.experiment)
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a directory. Give an experiment directory, e.g. experiments/adamw.")
-    rows = experiment_trials(root)
-    if not rows:
-        raise UsageError(f"{root} holds no trials (no study_<k>/<workload>_<framework>/trial_<i>/ folders).")
-    table = Table(title=f"experiment {root}")
-    for col in ("study", "workload", "trial", "state", "steps", "time to target", "last validation"):
-        table.add_column(col)
-    counts: dict[str, int] = {}
-    for study, wf, trial, d in rows:
-        state = trial_state(d)
-        counts[state] = counts.get(state, 0) + 1
-        steps = ttt = val = ""
+def status_rows(root: Path) -> list[dict[str, str]]:
+    """One row per trial of an experiment, read from the trial folders themselves."""
+    rows = []
+    for study, wf, trial, d in experiment_trials(root):
+        row = {"study": str(study), "workload": wf, "trial": str(trial), "state": trial_state(d),
+               "steps": "", "time to target": "", "last validation": ""}
         summary_path = d / logs.SUMMARY_FILE
         if summary_path.exists():
             try:
                 s = logs.read_json(summary_path)
-                steps = str(s.get("global_step", ""))
-                ttt = "-" if s.get("time_to_target_s") is None else f"{s['time_to_target_s']:.2f} s"
+                row["steps"] = str(s.get("global_step", ""))
+                ttt = s.get("time_to_target_s")
+                row["time to target"] = "-" if ttt is None else f"{ttt:.2f} s"
                 metric = s.get("target_metric", "")
                 v = s.get("last_eval", {}).get(f"validation/{metric}")
-                val = "" if v is None else f"{metric} {v:.4f}"
+                row["last validation"] = "" if v is None else f"{metric} {v:.4f}"
             except (ValueError, OSError):
                 pass
-        table.add_row(str(study), wf, str(trial), state, steps, ttt, val)
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
-    print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    return 0
-
-
-def register(sub: Any) -> None:
-    from algoperf.cli import add_trial_arguments
-
-    tune = sub.add_parser("tune", help="run the studies x trials of one workload under a ruleset")
-    add_trial_arguments(tune)
-    tune.add_argument("--studies", type=int, help="number of studies (default: from --rules)")
-    tune.add_argument("--trials", type=int, help="trials per study (default: from --rules; 1 for self)")
-    tune.add_argument("--study", type=int, help="run only this study (from 0)")
-    tune.add_argument("--trial", type=int, help="run only this trial (from 1)")
-    tune.set_defaults(func=cmd_tune)
-
-    status = sub.add_parser("status", help="show the state of every trial of an experiment")
-    status.add_argument("experiment", help="an experiment directory (experiments/<name>)")
-    status.set_defaults(func=cmd_status)
+        rows.append(row)
+    return rows

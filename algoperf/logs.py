@@ -70,6 +70,7 @@ class TrialLog:
         if not enabled:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._event_count = _line_count(self.dir / EVENTS_FILE)
         self._events = open(self.dir / EVENTS_FILE, "a")
         eval_path = self.dir / EVAL_FILE
         if eval_path.exists() and eval_path.stat().st_size > 0:
@@ -87,6 +88,7 @@ class TrialLog:
             return
         self._events.write(json.dumps(_jsonable({"event": kind, **fields}), sort_keys=True) + "\n")
         self._events.flush()
+        self._event_count += 1
 
     def append_eval_row(self, row: dict[str, Any]) -> None:
         """Appends one eval row; the first row fixes the (alphabetically sorted) columns."""
@@ -132,6 +134,38 @@ class TrialLog:
             os.replace(tmp, path)
         return dropped
 
+    def row_counts(self) -> dict[str, int]:
+        """How many rows each log file has now (a checkpoint records them; see `truncate_to`)."""
+        if not self.enabled:
+            return {}
+        return {"eval": self.eval_row_count(), "measurements": len(self._measurements),
+                "events": self._event_count}
+
+    def truncate_to(self, counts: dict[str, int]) -> dict[str, int]:
+        """Drops the rows each log file got after `counts` were taken (resume: what the killed
+        run wrote after its checkpoint), so no log holds a row twice; returns how many went."""
+        if not self.enabled:
+            return {}
+        dropped = {"eval": self.truncate_eval_rows(counts.get("eval", 0))}
+        self.load_measurements()
+        keep = counts.get("measurements", 0)
+        dropped["measurements"] = max(0, len(self._measurements) - keep)
+        self._measurements = self._measurements[:keep]
+        self._measurements_dirty = True
+        self.flush_measurements()
+        keep_events = counts.get("events", 0)
+        path = self.dir / EVENTS_FILE
+        self._events.close()
+        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+        dropped["events"] = max(0, len(lines) - keep_events)
+        if dropped["events"]:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(lines[:keep_events]))
+            os.replace(tmp, path)
+        self._event_count = min(len(lines), keep_events)
+        self._events = open(path, "a")
+        return dropped
+
     def append_measurement(self, row: dict[str, Any]) -> None:
         """Adds a row to measurements.csv, written at the next `flush_measurements()`.
 
@@ -168,6 +202,13 @@ class TrialLog:
         if not self.enabled:
             return
         write_json(self.dir / name, obj)
+
+
+def _line_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
 
 
 class MetricsLogger:

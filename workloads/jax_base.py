@@ -123,6 +123,13 @@ class JaxWorkload(BaseWorkload):
         model_state = _plain(variables) or None
         self._param_shapes = backend.param_shapes(params)
         self._param_types = backend.param_types(params)
+        if self.batch_layout == "pmap":
+            # v0.5: parameters carry a leading device axis (flax.jax_utils.replicate), as
+            # pmap-era submissions expect.
+            from flax import jax_utils as flax_jax_utils
+
+            return flax_jax_utils.replicate(params), (
+                flax_jax_utils.replicate(model_state) if model_state else None)
         return backend.replicate(params), (backend.replicate(model_state) if model_state else None)
 
     @property
@@ -249,6 +256,8 @@ class JaxWorkload(BaseWorkload):
         global_step: int = 0,
     ) -> dict[str, float]:
         """Sums per-batch totals (computed on the devices) on the host in float64."""
+        if self.batch_layout == "pmap":  # the copy of device 0 (all copies are equal)
+            params, model_state = jax.tree.map(lambda x: x[0], (params, model_state))
         totals: dict[str, float] = {}
         evaluated = 0.0
         devices = jax.device_count()

@@ -52,6 +52,9 @@ class WorkloadInfo:
     implementations: dict[str, str] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)  # what a variant passes its model
     development: bool = False  # a development workload (not scored in the benchmark)
+    # What a development workload trains with when the submission's get_batch_size does not know
+    # it (no public submission knows mnist1d); the baselines' own choice for it.
+    default_batch_size: int | None = None
 
     @property
     def base_name(self) -> str:

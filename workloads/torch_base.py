@@ -153,6 +153,9 @@ class TorchWorkload(BaseWorkload):
         return logits, model_state
 
     # ---- loss --------------------------------------------------------------------------------
+        # v0.5/v0.6-era submissions choose dropout here; the rate given at init is the one
+        # model_fn uses when its caller passes none (the current reference passes it there).
+        self._init_dropout, self._init_aux_dropout = dropout_rate, aux_dropout_rate
     def loss_fn(
         self,
         label_batch: torch.Tensor,
@@ -170,6 +173,15 @@ class TorchWorkload(BaseWorkload):
                 per_example = F.cross_entropy(
                     logits_batch, label_batch.long(), reduction="none", label_smoothing=label_smoothing
                 )
+    def dropout_rate(self, dropout_rate: float | None) -> float | None:
+        """The rate a forward pass uses: the caller's, else the one given at init, else the
+        workload's default."""
+        if dropout_rate is not None:
+            return dropout_rate
+        if getattr(self, "_init_dropout", None) is not None:
+            return self._init_dropout
+        return self.info.default_dropout
+
         elif kind == spec.LossType.SIGMOID_CROSS_ENTROPY:
             labels = label_batch.float() * (1.0 - label_smoothing) + 0.5 * label_smoothing
             per_example = F.binary_cross_entropy_with_logits(logits_batch, labels, reduction="none")

@@ -69,6 +69,10 @@ class Backend(Protocol):
     def count_params(self, params: Any) -> int: ...
 
 
+class FrameworkUnavailableError(ImportError):
+    """The framework a run needs is not installed: the user's to fix (one line, exit code 2)."""
+
+
 def get(framework: str) -> Any:
     """The backend module of `framework`, imported now."""
     if framework not in FRAMEWORKS:
@@ -76,7 +80,7 @@ def get(framework: str) -> Any:
     try:
         return importlib.import_module(f"algoperf.backends.{framework}")
     except ImportError as e:
-        raise ImportError(
+        raise FrameworkUnavailableError(
             f"The {framework} backend is not available ({e}). Install it with "
             f"`pip install -e '.[{framework}]'` (`make install` installs both)."
         ) from e

@@ -54,6 +54,7 @@ WORKLOADS = [
         implementations={"pytorch": "workloads.cifar.torch_workload:CifarWorkload"},
         development=True,
     )
+        default_batch_size=128,
 ]
 
 

@@ -251,7 +251,7 @@ class FastMriWorkload(FastMriData, TorchWorkload):
     def forward(
         self, model: nn.Module, batch: dict[str, Any], dropout_rate: float | None
     ) -> torch.Tensor:
-        rate = self.info.default_dropout if dropout_rate is None else dropout_rate
+        rate = self.dropout_rate(dropout_rate)
         return model(batch["inputs"].unsqueeze(1), dropout_rate=rate).squeeze(1)
 
     def is_output_params(self, param_key: spec.ParameterKey) -> bool:

@@ -266,7 +266,7 @@ class LibriSpeechTorchWorkload(LibriSpeechData, TorchWorkload):
         return out
 
     def forward(self, model: nn.Module, batch: dict[str, Any], dropout_rate: float | None) -> Any:
-        rate = self.info.default_dropout if dropout_rate is None else dropout_rate
+        rate = self.dropout_rate(dropout_rate)
         audio, paddings = batch["inputs"]
         return model(audio, paddings, dropout_rate=rate)
 

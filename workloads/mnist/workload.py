@@ -37,6 +37,7 @@ WORKLOADS = [
             "jax": "workloads.mnist.jax_workload:MnistWorkload",
         },
         development=True,
+        default_batch_size=16,
     )
 ]
 

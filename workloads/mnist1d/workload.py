@@ -51,6 +51,7 @@ WORKLOADS = [
             "jax": "workloads.mnist1d.jax_workload:Mnist1dWorkload",
         },
         development=True,
+        default_batch_size=128,
     )
 ]
 

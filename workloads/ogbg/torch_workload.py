@@ -270,7 +270,7 @@ class OgbgWorkload(OgbgData, TorchWorkload):
         }
 
     def forward(self, model: nn.Module, batch: dict[str, Any], dropout_rate: float | None) -> Any:
-        rate = self.info.default_dropout if dropout_rate is None else dropout_rate
+        rate = self.dropout_rate(dropout_rate)
         return model(batch["inputs"], dropout_rate=rate)
 
     def loss_fn(

@@ -436,7 +436,7 @@ class WmtWorkload(WmtData, TorchWorkload):
         return param_key.removeprefix("module.") == "shared_embedding.weight"
 
     def forward(self, model: nn.Module, batch: dict[str, Any], dropout_rate: float | None) -> Any:
-        rate = self.info.default_dropout if dropout_rate is None else dropout_rate
+        rate = self.dropout_rate(dropout_rate)
         return model(
             batch["inputs"],
             batch["targets"],
