@@ -20,7 +20,7 @@ from algoperf import spec
 from submissions.baseline_settings import BATCH_SIZES, get_batch_size, hparam, optional_hparam
 
 __all__ = ["BATCH_SIZES", "get_batch_size", "warmup_cosine", "init_state", "train_step",
-           "update_params", "data_selection", "hparam", "optional_hparam"]
+           "training_step", "update_params", "data_selection", "hparam", "optional_hparam"]
 
 
 def warmup_cosine(learning_rate: float, step_hint: int, warmup_steps: int) -> optax.Schedule:
@@ -28,7 +28,8 @@ def warmup_cosine(learning_rate: float, step_hint: int, warmup_steps: int) -> op
     `submissions.schedules.warmup_cosine` (count 0 is the first update)."""
 
     def schedule(count: Any) -> Any:
-        count = jnp.asarray(count, jnp.float32)
+        # The default float type: float32, or float64 under `jax_enable_x64` (parity tests).
+        count = jnp.asarray(count, float)
         warm = (count + 1.0) / max(warmup_steps, 1)
         progress = jnp.clip((count - warmup_steps) / max(1, step_hint - warmup_steps), 0.0, 1.0)
         cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
@@ -86,6 +87,26 @@ def _jitted(workload: spec.Workload, tx: optax.GradientTransformation, dropout_r
                    out_shardings=jax_sharding_utils.get_replicate_sharding())
 
 
+def training_step(
+    workload: spec.Workload, tx: optax.GradientTransformation, params: Any, model_state: Any,
+    opt_state: Any, hyperparameters: Any, batch: dict[str, Any], global_step: int, rng: Any,
+    defaults: dict[str, Any] | None = None,
+) -> tuple[Any, Any, Any]:
+    """(params, model_state, opt_state) after one jitted step; `defaults` overrides the
+    self-tuning defaults of dropout_rate and label_smoothing (as `torch_training.training_step`)."""
+    defaults = defaults or {}
+    step = _jitted(
+        workload, tx, hparam(hyperparameters, "dropout_rate", defaults.get("dropout_rate")),
+        hparam(hyperparameters, "label_smoothing", defaults.get("label_smoothing", 0.0)),
+        optional_hparam(hyperparameters, "grad_clip", None),
+    )
+    params, model_state, opt_state, loss = step(params, model_state, opt_state, batch, rng)
+    if global_step % 100 == 0 and workload.metrics_logger is not None:
+        # Reading the loss waits for the step; every 100 steps keeps it off the critical path.
+        workload.metrics_logger.append_scalar_metrics({"loss": float(loss)}, global_step)
+    return params, model_state, opt_state
+
+
 def update_params(
     workload: spec.Workload, current_param_container: Any, current_params_types: Any,
     model_state: Any, hyperparameters: Any, batch: dict[str, Any], loss_type: spec.LossType,
@@ -94,16 +115,10 @@ def update_params(
 ) -> spec.UpdateReturn:
     """The shared `update_params`: optimizer_state is (optax state, the optax transformation)."""
     opt_state, tx = optimizer_state
-    step = _jitted(
-        workload, tx, hparam(hyperparameters, "dropout_rate", None),
-        hparam(hyperparameters, "label_smoothing", 0.0),
-        optional_hparam(hyperparameters, "grad_clip", None),
+    params, model_state, opt_state = training_step(
+        workload, tx, current_param_container, model_state, opt_state, hyperparameters, batch,
+        global_step, rng,
     )
-    params, model_state, opt_state, loss = step(current_param_container, model_state, opt_state,
-                                                batch, rng)
-    if global_step % 100 == 0 and workload.metrics_logger is not None:
-        # Reading the loss waits for the step; every 100 steps keeps it off the critical path.
-        workload.metrics_logger.append_scalar_metrics({"loss": float(loss)}, global_step)
     return (opt_state, tx), params, model_state
 
 
