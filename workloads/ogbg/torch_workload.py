@@ -24,7 +24,7 @@ from workloads.ogbg.workload import (
     NUM_NODE_FEATURES,
     NUM_TASKS,
     OgbgData,
-    mean_average_precision,
+    eval_metrics,
     real_graph_count,
 )
 from workloads.torch_base import TorchWorkload
@@ -322,11 +322,7 @@ class OgbgWorkload(OgbgData, TorchWorkload):
         y = _gathered(np.concatenate(labels), self.device)
         m = _gathered(np.concatenate(masks), self.device)
         z = _gathered(np.concatenate(logits), self.device)
-        known = m.astype(bool)
-        losses = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
         return {
-            "mean_average_precision": mean_average_precision(z, y, m),
-            "accuracy": float(((z > 0) == (y == 1))[known].mean()) if known.any() else float("nan"),
-            "loss": float(losses[known].mean()) if known.any() else float("nan"),
+            **eval_metrics(z, y, m),
             "num_examples": graphs,
         }

@@ -52,7 +52,10 @@ BASE = WorkloadInfo(
     loss_type=LossType.SIGMOID_CROSS_ENTROPY,
     default_dropout=0.1,
     n_params={"pytorch": 3_554_176, "jax": 3_554_176},
-    implementations={"pytorch": "workloads.ogbg.torch_workload:OgbgWorkload"},
+    implementations={
+        "pytorch": "workloads.ogbg.torch_workload:OgbgWorkload",
+        "jax": "workloads.ogbg.jax_workload:OgbgWorkload",
+    },
     model_options={
         "activation": "relu",
         "latent_dim": 256,
@@ -419,6 +422,25 @@ def mean_average_precision(logits: np.ndarray, labels: np.ndarray, mask: np.ndar
             known = mask[:, task]
             aps.append(average_precision_score(column[known], probs[known, task]))
     return float(np.mean(aps)) if aps else float("nan")
+
+
+def eval_metrics(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """The eval of a split from its collected (graphs, tasks) logits, labels and label mask.
+
+    mAP over every row (padding rows included, masked, as the reference collects them); accuracy
+    (logit > 0 equals the label) and sigmoid cross-entropy averaged over the known labels. Both
+    frameworks' evals hand their numpy arrays to this function.
+    """
+    logits = np.asarray(logits).reshape(-1, NUM_TASKS)
+    labels = np.asarray(labels).reshape(-1, NUM_TASKS)
+    mask = np.asarray(mask).reshape(-1, NUM_TASKS)
+    known, nan = mask.astype(bool), float("nan")
+    losses = np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))
+    return {
+        "mean_average_precision": mean_average_precision(logits, labels, mask),
+        "accuracy": float(((logits > 0) == (labels == 1))[known].mean()) if known.any() else nan,
+        "loss": float(losses[known].mean()) if known.any() else nan,
+    }
 
 
 # ---- synthetic molecules ----------------------------------------------------------------------
