@@ -24,7 +24,7 @@ from pathlib import Path
 
 from algoperf import tuning
 from algoperf.check.report import CheckResult
-from algoperf.check.source import ClassRef, CodeBase, FunctionRef, Location, Module
+from algoperf.check.source import ClassRef, CodeBase, FunctionRef, Location, Module, ancestors
 from algoperf.check.static import api_function
 
 DYNAMIC_ATTRS = ("_asdict", "_fields", "__dict__", "items", "keys", "values", "_replace")
@@ -124,7 +124,8 @@ class _FunctionReads:
         return None
 
     def add(self, tag: Tag, key: str | KeyParam | None, optional: bool, node: ast.AST) -> None:
-        self.reads.append(Read(tag.param, key, optional or tag.optional, self.at(node)))
+        optional = optional or tag.optional or (isinstance(key, str) and _guarded(node, key))
+        self.reads.append(Read(tag.param, key, optional, self.at(node)))
 
     def key_of(self, expr: ast.expr) -> str | KeyParam | None:
         if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
@@ -202,6 +203,26 @@ class _FunctionReads:
             init = func.method("__init__")
             return init, 1
         return None, 0
+
+
+def _guarded(node: ast.AST, key: str) -> bool:
+    """Whether a read of `key` only happens when it exists: in the body of `if hasattr(hp, key)`
+    (or `x if hasattr(hp, key) else d`), or under `try: ... except AttributeError` (the
+    reference baselines read grad_clip and label_smoothing so)."""
+    child = node
+    for a in ancestors(node):
+        if isinstance(a, ast.If | ast.IfExp) and (child in a.body if isinstance(a.body, list) else child is a.body):
+            for n in ast.walk(a.test):
+                if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "hasattr"
+                        and len(n.args) == 2 and isinstance(n.args[1], ast.Constant) and n.args[1].value == key):
+                    return True
+        if isinstance(a, ast.Try) and child in a.body:
+            for handler in a.handlers:
+                names = [n.id for n in ast.walk(handler.type) if isinstance(n, ast.Name)] if handler.type else []
+                if not names or {"AttributeError", "KeyError", "Exception"} & set(names):
+                    return True
+        child = a
+    return False
 
 
 def submission_reads(code: CodeBase) -> list[Read]:

@@ -554,7 +554,8 @@ def check_host_sync(code: CodeBase) -> CheckResult:
     for fn, node, what, is_periodic in host_sync_sites(code, roots):
         where = fn.module.at(node)
         if is_periodic:
-            periodic.append(where.display())
+            if where.display() not in periodic:
+                periodic.append(where.display())
         else:
             result.warn(f"{what} in {fn.qualname} syncs the device with the host on every step it runs",
                         where)
