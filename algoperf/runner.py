@@ -230,8 +230,8 @@ class Trial:
         """The trial ends as `error`: one line (with file:line in the submission) for the summary
         and the console, the whole traceback in the trial's error.log."""
         self.status = "error"
-        self.error_location = submission_lib.location_in(e, self.source.path.parent)
         cause = e.error if isinstance(e, submission_lib.SubmissionImportError) else e
+        self.error_location = submission_lib.location_in(cause, self.source.path.parent)
         self.error = f"{type(cause).__name__}: {cause}".splitlines()[0]
         text = "".join(traceback.format_exception(e))
         log = getattr(self, "log", None)
