@@ -249,6 +249,16 @@ def init_optimizer_state(workload, model_params, model_state, hyperparameters, r
                         "be spent on a knob that does nothing", "reads hyperparameters.beta1"]
 
 
+def test_dropout_keys_of_the_space_are_read_by_the_harness(tmp_path: Path) -> None:
+    path = _write(tmp_path, API + """
+def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
+    return {"lr": hyperparameters.learning_rate}
+""", space={"learning_rate": {"feasible_points": [0.1]}, "dropout_rate": {"feasible_points": [0.1]},
+            "aux_dropout_rate": {"feasible_points": [0.0]}})
+    result = hp_check.check_hyperparameters(CodeBase(path), "external", tmp_path / "tuning_search_space.json")
+    assert result.status == PASS
+
+
 def test_periodic_host_sync_is_allowed_and_every_step_sync_warns(tmp_path: Path) -> None:
     from algoperf.check.static import check_host_sync
 

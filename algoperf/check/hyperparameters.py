@@ -27,6 +27,9 @@ from algoperf.check.report import CheckResult
 from algoperf.check.source import ClassRef, CodeBase, FunctionRef, Location, Module, ancestors
 from algoperf.check.static import api_function
 
+# Keys the harness itself reads from the hyperparameters (the reference's submission_runner
+# passes them to init_model_fn): in a search space without the submission reading them.
+HARNESS_KEYS = frozenset({"dropout_rate", "aux_dropout_rate"})
 DYNAMIC_ATTRS = ("_asdict", "_fields", "__dict__", "items", "keys", "values", "_replace")
 API_WITH_HYPERPARAMETERS = ("init_optimizer_state", "update_params", "prepare_for_eval", "data_selection")
 
@@ -313,7 +316,7 @@ def check_hyperparameters(code: CodeBase, ruleset: str, space_path: Path | None)
             result.fail(f"reads hyperparameters.{r.key}, which {space_path.name} does not define "  # type: ignore[union-attr]
                         "(every trial would fail); add it to the search space or read it with a default",
                         r.where)
-    for key in sorted(keys - read_names):
+    for key in sorted(keys - read_names - HARNESS_KEYS):
         result.fail(f"{key!r} is in the search space but the submission never reads it: tuning "
                     "trials would be spent on a knob that does nothing", Location(space_path, _key_line(space_path, key)))  # type: ignore[arg-type]
     defaulted = sorted({r.key for r in reads if isinstance(r.key, str) and r.optional and r.key not in keys})
