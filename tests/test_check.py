@@ -274,6 +274,18 @@ def test_periodic_host_sync_is_allowed_and_every_step_sync_warns(tmp_path: Path)
     assert result.note.endswith(f"{path.name}:9")  # loss.item() under `global_step % 100 == 0`
 
 
+def test_importing_harness_internals_is_private_access_under_either_package_name(tmp_path: Path) -> None:
+    from algoperf.check.static import check_private_access
+
+    path = _write(tmp_path, """
+from algoperf import spec
+from algorithmic_efficiency.pytorch_utils import pytorch_setup
+from algorithmic_efficiency.workloads.mnist import workload
+import algoperf.runner
+""" + API)
+    assert [f.where.line for f in check_private_access(CodeBase(path)).findings] == [4, 5]
+
+
 def test_files_built_from_the_submission_folder_pass(tmp_path: Path) -> None:
     from algoperf.check.static import check_files
 

@@ -151,9 +151,13 @@ PRIVATE_WORKLOAD_MEMBERS = {
 }
 EVAL_SPLITS = ("validation", "test", "eval_train", "imagenet_v2")
 # Harness modules a submission may import: the contract and the reference's helper modules.
-ALLOWED_HARNESS_MODULES = ("algoperf.spec", "algoperf.pytorch_utils", "algoperf.jax_utils",
-                           "algoperf.jax_sharding_utils", "algoperf.param_utils", "algoperf.random_utils",
-                           "algoperf.data_utils")
+# The harness's internals. A submission may import the contract and the reference's helper
+# modules (algoperf.spec, pytorch_utils, jax_utils, jax_sharding_utils, param_utils, random_utils),
+# not the runner, the tuner or the workload implementations (the reference keeps them in
+# algoperf.workloads; here they are the top-level `workloads` package).
+HARNESS_INTERNALS = ("workloads", "algoperf.workloads", "algoperf.runner", "algoperf.tuning",
+                     "algoperf.cli", "algoperf.datasets", "algoperf.metadata", "algoperf.backends",
+                     "algoperf.submission", "algoperf.experiment")
 
 
 def check_private_access(code: CodeBase) -> CheckResult:
@@ -172,20 +176,23 @@ def check_private_access(code: CodeBase) -> CheckResult:
                 if kw.arg == "split" and _str(kw.value) in EVAL_SPLITS:
                     result.fail(f"asks for the {_str(kw.value)!r} split: eval data is the harness's",
                                 module.at(node))
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            for target in _import_targets(node, module):
-                if target.split(".")[0] == "workloads":
-                    result.fail(f"imports {target}: workload implementations are the harness's "
-                                "internals (use the workload object passed in)", module.at(node))
+        target = _imports_module(node, module, HARNESS_INTERNALS)
+        if target:
+            result.fail(f"imports {target}: the harness's internals (a submission reaches the "
+                        "workload only through the object passed in)", module.at(node))
     return result
 
 
 def _import_targets(node: ast.Import | ast.ImportFrom, module: Module) -> list[str]:
+    """Dotted targets of an import; `algorithmic_efficiency` (the package's name before 2025) is
+    read as `algoperf`."""
     if isinstance(node, ast.Import):
-        return [a.name for a in node.names]
-    if node.level:
+        targets = [a.name for a in node.names]
+    elif node.level:
         return []
-    return [f"{node.module}.{a.name}" for a in node.names]
+    else:
+        targets = [f"{node.module}.{a.name}" for a in node.names]
+    return [re.sub(r"^algorithmic_efficiency(?=\.|$)", "algoperf", t) for t in targets]
 
 
 def _imports_module(node: ast.AST, module: Module, prefixes: tuple[str, ...]) -> str | None:
