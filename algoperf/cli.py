@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from workloads.registry import UnknownWorkloadError
 
         if isinstance(e, (DatasetUnavailableError, UnknownWorkloadError, SubmissionError,
-                          FrameworkUnavailableError)):
+                          FrameworkUnavailableError, FileNotFoundError)):
             print(f"algoperf {args.command}: error: {e}", file=sys.stderr)
             return EXIT_USAGE
         raise

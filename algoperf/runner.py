@@ -205,16 +205,12 @@ class Trial:
     def run(self) -> TrialResult:
         self._install_signal_handlers()
         try:
-            try:
-                self.setup()
-            except USAGE_ERRORS:
-                self._close_quietly()
-                raise
-            except BaseException as e:
-                if _is_usage_error(e):
-                    self._close_quietly()
-                    raise
-                self._record_error(e)
+            ready = self._setup_or_record()
+        except BaseException:
+            self._restore_signal_handlers()
+            raise
+        try:
+            if not ready:
                 return self.finish()
             self.clock.charge("setup")
             self._loop()
@@ -225,6 +221,19 @@ class Trial:
         finally:
             self._restore_signal_handlers()
         return self.finish()
+
+    def _setup_or_record(self) -> bool:
+        """Runs set-up; False if it failed in the submission's or a model's code (recorded as the
+        trial's error). A failure that is the user's input to fix is raised to the caller."""
+        try:
+            self.setup()
+            return True
+        except BaseException as e:
+            if isinstance(e, USAGE_ERRORS) or _is_usage_error(e, self.source.path.parent):
+                self._close_quietly()
+                raise
+            self._record_error(e)
+            return False
 
     def _record_error(self, e: BaseException) -> None:
         """The trial ends as `error`: one line (with file:line in the submission) for the summary
@@ -462,12 +471,15 @@ class Trial:
         return result
 
 
-def _is_usage_error(e: BaseException) -> bool:
-    """Missing datasets and framework installs are the user's to fix (one line, exit code 2)."""
+def _is_usage_error(e: BaseException, submission_folder: Path) -> bool:
+    """Missing datasets and framework installs are the user's to fix (one line, exit code 2):
+    a dataset error, a missing framework, or a missing file outside the submission's code."""
     from algoperf.backends import FrameworkUnavailableError
     from algoperf.datasets import DatasetUnavailableError
 
-    return isinstance(e, (DatasetUnavailableError, FrameworkUnavailableError))
+    if isinstance(e, (DatasetUnavailableError, FrameworkUnavailableError)):
+        return True
+    return isinstance(e, FileNotFoundError) and submission_lib.location_in(e, submission_folder) is None
 
 
 def train_once(config: TrialConfig, progress: Progress | None = None) -> TrialResult:

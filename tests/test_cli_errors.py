@@ -108,3 +108,37 @@ def test_help_works(command: list[str]) -> None:
 def test_status_of_a_missing_directory(capsys, tmp_path: Path):
     code, out = run(capsys, "status", str(tmp_path / "none"))
     assert_clear_error(code, out, "is not a directory")
+
+
+@pytest.mark.parametrize("flag,value", [("--max-steps", "0"), ("--max-runtime", "-5"),
+                                        ("--batch-size", "0"), ("--eval-every", "-1")])
+def test_counts_and_budgets_must_be_positive(capsys, experiment_dir, flag, value):
+    code, out = run(capsys, "run", flag, value, "--experiment-dir", str(experiment_dir))
+    assert_clear_error(code, out, f"{flag} must be positive")
+    assert not experiment_dir.exists() or not any(experiment_dir.rglob("trial_*"))
+
+
+def test_a_missing_dataset_is_one_line_and_leaves_no_trial_folder(capsys, experiment_dir, monkeypatch):
+    monkeypatch.setenv("ALGOPERF_DATA_DIR", str(experiment_dir.parent / "no_data_here"))
+    argv = ["run", "-w", "imagenet_resnet", "-s", "adamw", "--experiment-dir", str(experiment_dir),
+            "--name", "x"]
+    for _ in range(2):  # the second attempt meets the same clear error, not "already holds a run"
+        code, out = run(capsys, *argv)
+        assert_clear_error(code, out, "imagenet")
+        assert "already holds a run" not in out
+        assert not any(experiment_dir.rglob("trial_*"))
+
+
+def test_count_params_without_jax_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import sys; sys.modules['jax'] = None\n"
+            "from algoperf import cli\n"
+            "sys.exit(cli.main(['workloads', '--framework', 'jax', '--count-params', 'mnist']))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == cli.EXIT_USAGE
+    assert "jax is not installed" in out.stderr
+    assert "Traceback" not in out.stderr

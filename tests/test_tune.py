@@ -68,3 +68,92 @@ def test_tune_refuses_a_different_plan_in_the_same_experiment(tmp_path, capsys):
     code = cli.main([*TUNE, "--experiment-dir", str(tmp_path)])
     assert code == cli.EXIT_USAGE
     assert "different workload" in capsys.readouterr().err
+
+
+def _start_tune(tmp_path, *extra: str):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "algoperf.cli", *TUNE[:-5], "--studies", "1", "--trials", "4",
+         "--experiment-dir", str(tmp_path), "--quiet", *extra],
+        cwd=REPO, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.mark.slow
+def test_two_tune_processes_never_run_the_same_trial(tmp_path):
+    first, second = _start_tune(tmp_path), _start_tune(tmp_path)
+    outputs = [p.communicate(timeout=900) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    started = [line for _, err in outputs for line in err.splitlines() if ": starting" in line]
+    assert sorted(started) == sorted(set(started)) and len(started) == 4, outputs
+    for trial in range(1, 5):
+        folder = trial_path(tmp_path, "adamw", study=0, trial=trial)
+        events = [json.loads(line)["event"] for line in (folder / "events.jsonl").read_text().splitlines()]
+        assert events.count("trial_start") == 1
+        assert read_summary(folder)["status"] == "max_steps"
+
+
+def _write_lock(folder, host: str, age_s: float) -> None:
+    import os
+    import time
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".running"
+    lock.write_text(json.dumps({"pid": 1, "host": host, "token": "x", "started": time.time() - age_s}))
+    os.utime(lock, (time.time() - age_s, time.time() - age_s))
+
+
+def test_a_lock_is_live_only_while_its_heartbeat_is_recent(tmp_path):
+    from algoperf import experiment
+
+    _write_lock(tmp_path / "a", "another-node", age_s=1.0)
+    _write_lock(tmp_path / "b", "another-node", age_s=experiment.LOCK_TIMEOUT_S + 60)
+    assert experiment.trial_state(tmp_path / "a") == "running"
+    assert experiment.trial_state(tmp_path / "b") != "running"  # its node died
+
+
+def test_a_held_lock_is_renewed_and_cannot_be_taken(tmp_path):
+    import os
+    import time
+
+    from algoperf import experiment
+
+    holder = experiment.TrialLock(tmp_path, timeout=2.0)
+    assert holder.acquire()
+    try:
+        old = time.time() - 10
+        os.utime(holder.path, (old, old))
+        time.sleep(0.8)  # the heartbeat (every timeout / 10, at least 0.5 s) renews it
+        assert time.time() - holder.path.stat().st_mtime < 2.0
+        assert not experiment.TrialLock(tmp_path, timeout=2.0).acquire()
+    finally:
+        holder.release()
+    assert not holder.path.exists()
+    assert experiment.TrialLock(tmp_path, timeout=2.0).acquire()
+
+
+@pytest.mark.slow
+def test_tune_resumes_a_trial_whose_node_died(tmp_path):
+    folder = trial_path(tmp_path, "adamw", study=0, trial=1)
+    _write_lock(folder, "a-node-that-died", age_s=3600)
+    (folder / "events.jsonl").write_text("")  # it had started
+    out = run_cli(*TUNE, "--experiment-dir", str(tmp_path), "--study", "0", "--trial", "1")
+    assert out.returncode == 0, out.stderr
+    assert "study 0 trial 1: resuming" in out.stderr
+    assert read_summary(folder)["status"] == "max_steps"
+    assert not (folder / ".running").exists()
+
+
+def test_tune_help_lists_only_the_flags_tune_accepts(capsys):
+    from algoperf import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["tune", "--help"])
+    text = capsys.readouterr().out
+    assert "--studies" in text and "--trials" in text
+    assert "--resume" not in text and "--overwrite" not in text

@@ -89,6 +89,12 @@ def get(framework: str) -> Any:
 def available(framework: str) -> bool:
     """Whether `framework` can be imported here, without importing it."""
     import importlib.util
+    import sys
 
     module = {"pytorch": "torch", "jax": "jax"}[framework]
-    return importlib.util.find_spec(module) is not None
+    if module in sys.modules:
+        return sys.modules[module] is not None  # None: imports of it are blocked
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
