@@ -168,8 +168,11 @@ def check_torch(gpus: list[str]) -> list[Line]:
             lines.append(Line("pytorch", "GPU visibility", WARN,
                               f"the driver reports {len(gpus)} GPU(s) but torch is a CPU-only build",
                               "install a CUDA build of torch (see pytorch.org for the index URL)"))
+    from algoperf.runner import default_threads
+
     lines.append(Line("pytorch", "threads", OK,
-                      f"{torch.get_num_threads()} intra-op threads (torch's default, what a run uses)"))
+                      f"{default_threads()} intra-op threads per process (what a run sets; "
+                      "--threads N changes it)"))
     return lines
 
 

@@ -30,3 +30,47 @@ def test_two_processes_match_one_process(tmp_path):
         assert float(a["train/loss"]) == pytest.approx(float(b["train/loss"]), rel=1e-4)
     assert read_summary(trial_path(tmp_path, "ddp"))["status"] == "max_steps"
     assert two.stdout.count("Trial finished") == 1
+
+
+def _rank_submission(tmp_path, body: str):
+    from conftest import write_submission
+
+    return write_submission(tmp_path / "sub", f'''
+import os
+_update = update_params
+def update_params(**kw):
+    rank = int(os.environ.get("RANK", "0"))
+{body}
+    return _update(**kw)
+''')
+
+
+@pytest.mark.slow
+def test_a_step_ends_when_the_slowest_rank_ends(tmp_path):
+    # Rank 1 sleeps 0.25 s in every step; rank 0 does not, yet its clock (which writes the logs)
+    # charges the sleeps: the step end is the max over ranks.
+    sub = _rank_submission(tmp_path, "    if rank == 1:\n        time.sleep(0.25)")
+    out = run_cli("run", "-s", str(sub), "--hparams", "{}", "--data", "synthetic", "--max-steps", "12",
+                  "--eval-every", "1000", "--devices", "2", "--batch-size", "64", "--quiet",
+                  "--experiment-dir", str(tmp_path), "--name", "slow")
+    assert out.returncode == 0, out.stderr
+    assert read_summary(trial_path(tmp_path, "slow"))["phases"]["submission"] >= 12 * 0.25
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", ["dies", "hangs"])
+def test_a_rank_that_dies_or_hangs_ends_the_trial_as_error(tmp_path, failure):
+    import time
+
+    action = "os._exit(7)" if failure == "dies" else "time.sleep(10_000)"
+    sub = _rank_submission(tmp_path, f'    if rank == 1 and kw["global_step"] == 5:\n        {action}')
+    start = time.monotonic()
+    out = run_cli("run", "-s", str(sub), "--hparams", "{}", "--data", "synthetic", "--max-steps", "50",
+                  "--eval-every", "1000", "--devices", "2", "--batch-size", "64", "--quiet",
+                  "--experiment-dir", str(tmp_path), "--name", failure,
+                  env={"ALGOPERF_DDP_TIMEOUT_S": "20"}, timeout=600)
+    assert out.returncode != 0
+    assert time.monotonic() - start < 300  # ended by the collective's timeout, not hung
+    summary = trial_path(tmp_path, failure) / "summary.json"
+    assert summary.exists(), out.stderr
+    assert read_summary(trial_path(tmp_path, failure))["status"] in ("error", "interrupted")

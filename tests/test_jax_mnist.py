@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-import parity
 import pytest
 import torch
 
@@ -13,6 +12,8 @@ from algoperf import spec
 from algoperf.random_utils import prng_key
 from workloads import registry
 from workloads.convert import check_complete, converter, flatten
+
+import parity
 
 WORKLOADS = ("mnist1d", "mnist")
 

@@ -43,10 +43,9 @@ def test_the_old_package_name_runs_unchanged(tmp_path):
 
 
 def test_the_old_package_name_is_the_same_module_objects():
+    import algoperf.pytorch_utils
     import algorithmic_efficiency.pytorch_utils
     import algorithmic_efficiency.spec
-
-    import algoperf.pytorch_utils
     from algorithmic_efficiency import spec as old_spec
     assert old_spec is spec
     assert algorithmic_efficiency.spec is spec
