@@ -44,7 +44,8 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tuning-search-space", help="search space JSON (default: the submission's own)")
     p.add_argument("--hparams", help="hyperparameters: a JSON file or inline JSON (overrides sampling)")
     p.add_argument("--ruleset", choices=rulesets.TUNING_RULESETS, default="external")
-    p.add_argument("--rules", choices=sorted(rulesets.PRESETS), default="v0.6", help="rule-set version")
+    p.add_argument("--rules", choices=sorted(rulesets.PRESETS), default=rulesets.DEFAULT,
+                   help="rule-set version")
     p.add_argument("--seed", type=int, default=0, help="experiment seed; each trial folds in its place")
     p.add_argument("--data", choices=("real", "synthetic"), default="real")
     p.add_argument("--data-dir", help="where the dataset's files are (or are downloaded to)")

@@ -184,7 +184,9 @@ class Trial:
             "framework": self.framework, "seed": cfg.seed, "data": cfg.data,
             "data_dir": cfg.data_dir, "max_steps": cfg.max_steps, "max_runtime": cfg.max_runtime,
             "stop_at": cfg.stop_at, "ruleset": cfg.ruleset, "rules": cfg.rules,
-            "batch_size": self.batch_size, "batch_size_override": cfg.batch_size,
+            # batch_size is the --batch-size override (None: the submission's own choice), which
+            # makes a trial unofficial for the scorer; the size in force is effective_batch_size.
+            "batch_size": cfg.batch_size, "effective_batch_size": self.batch_size,
             "study": cfg.study, "trial": cfg.trial, "resume": cfg.resume,
             "checkpoint_every": cfg.checkpoint_every, "eval_every": cfg.eval_every,
             "threads": self.threads,

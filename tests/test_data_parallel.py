@@ -74,3 +74,36 @@ def test_a_rank_that_dies_or_hangs_ends_the_trial_as_error(tmp_path, failure):
     summary = trial_path(tmp_path, failure) / "summary.json"
     assert summary.exists(), out.stderr
     assert read_summary(trial_path(tmp_path, failure))["status"] in ("error", "interrupted")
+
+
+@pytest.mark.slow
+def test_two_nodes_on_localhost_train_like_one_process(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "algoperf.cli", *ARGS, "--devices", "1", "--nnodes", "2",
+             "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", port,
+             "--experiment-dir", str(tmp_path), "--name", "nodes"],
+            cwd=REPO, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    one = run_cli(*ARGS, "--experiment-dir", str(tmp_path), "--name", "single")
+    assert one.returncode == 0, one.stderr
+    node_rows = read_eval_rows(trial_path(tmp_path, "nodes"))
+    single_rows = read_eval_rows(trial_path(tmp_path, "single"))
+    assert [r["global_step"] for r in node_rows] == ["1", "4", "8"]
+    for a, b in zip(node_rows, single_rows):
+        assert float(a["validation/loss"]) == pytest.approx(float(b["validation/loss"]), rel=1e-4)
+        assert float(a["train/loss"]) == pytest.approx(float(b["train/loss"]), rel=1e-4)
+    assert outputs[0][0].count("Trial finished") == 1 and "Trial finished" not in outputs[1][0]

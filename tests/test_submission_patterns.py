@@ -109,7 +109,7 @@ def test_a_submission_that_does_not_know_mnist1d_gets_its_default_batch_size(tmp
     assert out.returncode == 0, out.stderr
     assert "default batch size 128" in out.stderr
     assert out.stderr.count("default batch size") == 1
-    assert json.loads((trial / "flags_0.json").read_text())["batch_size"] == 128
+    assert json.loads((trial / "flags_0.json").read_text())["effective_batch_size"] == 128
     assert_learns(trial)
 
 
