@@ -33,8 +33,10 @@ lint: install
 	$(VENV)/bin/ruff check algoperf workloads submissions scoring scripts tests
 	$(VENV)/bin/hadolint docker/Dockerfile.pytorch docker/Dockerfile.jax
 
+# tests/test_docker.py runs last, so that the CPU test image has the whole suite's time to build.
+DOCKER_TESTS := tests/test_docker.py
 test: install docker-prereqs browser lint
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q $(filter-out $(DOCKER_TESTS),$(sort $(wildcard tests/test_*.py))) $(DOCKER_TESTS)
 
 # The tests marked heavy (every workload variant's synthetic run), left out of `make test`.
 test-heavy: install

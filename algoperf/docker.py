@@ -130,7 +130,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 # ---- the wheelhouse: every wheel an offline build needs ---------------------------------------
 def cmd_wheelhouse(args: argparse.Namespace) -> int:
-    """Downloads (pip's own configuration decides from where) the wheels of the locked closure."""
+    """The wheels of the locked closure: downloaded (pip's configuration says from where) or built."""
     extras = [e for e in args.extras.split(",") if e]
     pins = pinned_closure(extras)
     lock = read_lock()
@@ -148,8 +148,9 @@ def cmd_wheelhouse(args: argparse.Namespace) -> int:
         f.write("\n".join(f"{n}=={v}" for n, v in pins.items()) + "\n")
         requirements = f.name
     try:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                   "--only-binary=:all:", "--dest", str(dest), "--requirement", requirements]
+        # `pip wheel`, not `pip download`: a few locked packages (promise) exist only as sources.
+        command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                   "--wheel-dir", str(dest), "--requirement", requirements]
         code = subprocess.run(command).returncode
     finally:
         os.unlink(requirements)
