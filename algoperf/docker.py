@@ -174,7 +174,7 @@ def client() -> Any:
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise UsageError(
             f"No Docker daemon answers at {host} ({e}). Start one (e.g. `dockerd`, or `make "
-            "docker-daemon` here), or set DOCKER_HOST to the daemon's address."
+            "docker-prereqs` in a checkout), or set DOCKER_HOST to the daemon's address."
         ) from None
     return c
 
