@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-PRNGKey = np.ndarray
+KeyArray = np.ndarray
 
 
 def _as_entropy(data: Any) -> list[int]:
@@ -26,23 +26,28 @@ def _as_entropy(data: Any) -> list[int]:
     raise TypeError(f"cannot fold {type(data).__name__} into a random key; use an int or a str.")
 
 
-def prng_key(seed: int) -> PRNGKey:
+def prng_key(seed: int) -> KeyArray:
     """The root key of an integer seed."""
     return fold_in(np.zeros(2, dtype=np.uint32), seed)
 
 
-def fold_in(key: PRNGKey, data: Any) -> PRNGKey:
+# The reference's names (`algoperf.random_utils.PRNGKey(seed)`, `split`, `fold_in`): the same
+# uint32[2] keys, which jax.random accepts as raw keys in a JAX submission.
+PRNGKey = prng_key
+
+
+def fold_in(key: KeyArray, data: Any) -> KeyArray:
     """A new key determined by `key` and `data` (an int, a str or a uint32 array)."""
     entropy = [int(v) for v in np.asarray(key, dtype=np.uint32).ravel()] + _as_entropy(data)
     return np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
 
 
-def split(key: PRNGKey, num: int = 2) -> np.ndarray:
+def split(key: KeyArray, num: int = 2) -> np.ndarray:
     """`num` independent keys from one, shape (num, 2)."""
     return np.stack([fold_in(key, f"split/{i}") for i in range(num)])
 
 
-def to_seed(key: PRNGKey) -> int:
+def to_seed(key: KeyArray) -> int:
     """A 31-bit integer seed for libraries that take ints (torch.manual_seed, numpy)."""
     k = np.asarray(key, dtype=np.uint32).ravel()
     return int((int(k[0]) << 32 | int(k[-1])) % (2**31 - 1))
@@ -66,7 +71,7 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def step_keys(key: PRNGKey, step: int, num: int) -> list[PRNGKey]:
+def step_keys(key: KeyArray, step: int, num: int) -> list[KeyArray]:
     """`num` keys for one training step: fold_in(key, step) then split, via SplitMix64.
 
     The per-step derivation runs inside the timed loop, so it is a few integer operations
