@@ -39,7 +39,7 @@ test: install docker-prereqs browser lint
 	$(PYTHON) -m pytest -q $(filter-out $(DOCKER_TESTS),$(sort $(wildcard tests/test_*.py))) $(DOCKER_TESTS)
 
 # The tests marked heavy (every workload variant's synthetic run), left out of `make test`.
-test-heavy: install
+test-heavy: install docker-prereqs
 	$(PYTHON) -m pytest -q -m heavy
 
 clean:

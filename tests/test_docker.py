@@ -107,15 +107,19 @@ def _daemon_or_skip() -> None:
         pytest.skip(f"no Docker daemon: {reason}")
 
 
-@pytest.fixture(scope="module")
-def image() -> str:
-    """The CPU test image's tag: built by `algoperf docker build` (or found up to date)."""
+def cpu_test_image(framework: str) -> str:
+    """A CPU test image's tag: built by `algoperf docker build` (or found up to date)."""
     _daemon_or_skip()
-    result = subprocess.run(["bash", str(REPO / "docker" / "cpu-test-image.sh")],
+    result = subprocess.run(["bash", str(REPO / "docker" / "cpu-test-image.sh"), framework],
                             capture_output=True, text=True, cwd=REPO,
                             env={**os.environ, "PYTHON": sys.executable})
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    return cpu_test_image("pytorch")
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +180,19 @@ def test_sigterm_to_docker_run_checkpoints_the_trial_in_the_container(image, dat
     summary = read_summary(trial)
     assert summary["status"] == "interrupted"
     assert list((trial / "checkpoints").iterdir()), "no checkpoint written on SIGTERM"
+
+
+@pytest.mark.heavy
+def test_jax_image_runs_mnist1d(data_dir, tmp_path):
+    """docker/Dockerfile.jax, built for the CPU (JAX_CUDA=false): a JAX trial runs in it."""
+    image = cpu_test_image("jax")
+    experiments = tmp_path / "experiments"
+    result = run_cli("docker", "run", "--image", image, "--network", "none", "--",
+                     "run", "-w", "mnist1d", "--framework", "jax", "--max-steps", "20",
+                     "--data-dir", str(data_dir), "--experiment-dir", str(experiments),
+                     "--name", "jax_in_docker", "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    trial = experiments / "jax_in_docker" / "study_0" / "mnist1d_jax" / "trial_1"
+    assert read_summary(trial)["global_step"] == 20
+    meta = json.loads((trial / "meta_data_0.json").read_text())
+    assert meta["container"]["image"] == image and meta["container"]["in_docker"]
