@@ -398,12 +398,15 @@ def _follow(container: Any) -> int:
     A scheduler's preemption signal becomes the container's SIGTERM, on which the trial
     checkpoints and exits `interrupted` (3) within the stop timeout.
     """
-    stopping = {"count": 0}
+    interrupts = {"count": 0}
 
     def forward(signum: int, frame: Any) -> None:
-        stopping["count"] += 1
+        # A scheduler may send several (USR1, then TERM): each is a SIGTERM to the trial. Only a
+        # third Ctrl-C kills the container outright.
+        if signum == signal.SIGINT:
+            interrupts["count"] += 1
         try:
-            container.kill(signal="SIGKILL" if stopping["count"] > 2 else "SIGTERM")
+            container.kill(signal="SIGKILL" if interrupts["count"] >= 3 else "SIGTERM")
         except Exception:  # the container may be gone already
             pass
 

@@ -77,6 +77,14 @@ def test_container_command_mounts_host_dirs_and_rewrites_the_flags(tmp_path):
     assert data.is_dir() and exp.is_dir()
 
 
+def test_gpus_become_device_requests_for_the_nvidia_runtime():
+    assert docker_cli.device_requests("none") == []
+    (every,) = docker_cli.device_requests("all")
+    assert every["Count"] == -1 and every["Capabilities"] == [["gpu"]]
+    (two,) = docker_cli.device_requests("2")
+    assert two["Count"] == 2
+
+
 def test_a_run_outside_docker_says_so(monkeypatch):
     for name in ("ALGOPERF_IMAGE", "ALGOPERF_IMAGE_ID", "ALGOPERF_IMAGE_DIGEST"):
         monkeypatch.delenv(name, raising=False)
