@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from submissions import gram
 from submissions.shampoo.optimizer import Shampoo, block_slices
 
 EPS = 1e-3
@@ -173,3 +174,67 @@ def test_a_restored_state_dict_continues_the_run_exactly():
         w2.grad = g.clone()
         resumed.step()
     np.testing.assert_allclose(w2.detach().numpy(), w.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_blocks_of_every_shape_and_memory_format_are_each_the_closed_form(monkeypatch):
+    # Several parameters, blocks of 3: full blocks, right and bottom edges and a corner, one
+    # shape shared by two parameters, a channels_last kernel; statistics split into bands of
+    # one row (every band pair a separate product) must still give each block's closed form.
+    monkeypatch.setattr(gram, "BAND_ROWS", 1)
+    torch.manual_seed(5)
+    shapes = [(5, 7), (3, 3), (2, 3, 2, 2), (4,)]
+    params = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in shapes]
+    params[2] = torch.nn.Parameter(params[2].detach().to(memory_format=torch.channels_last))
+    opt = Shampoo(params, lr=LR, epsilon=EPS, betas=(0.0, 1.0), grafting="none", precondition_frequency=1,
+                  max_preconditioner_dim=3, inverse_root_dtype=torch.float64)
+    stats: dict = {}
+    for _ in range(3):
+        grads = [torch.randn(*s, dtype=torch.float64) for s in shapes]
+        before = [p.detach().clone() for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        for k, (p, g, b) in enumerate(zip(params[:3], grads[:3], before[:3])):
+            gm, du = g.reshape(g.shape[0], -1).numpy(), (p.detach() - b).reshape(g.shape[0], -1).numpy()
+            for rs, cs in block_slices(*gm.shape, 3):
+                gb = gm[rs, cs]
+                L, R = stats.setdefault((k, rs.start, cs.start), [0.0, 0.0])
+                L, R = L + gb @ gb.T, R + gb.T @ gb
+                stats[(k, rs.start, cs.start)] = [L, R]
+                expected = -LR * inv_root(L + EPS * np.eye(len(gb)), 4) @ gb @ inv_root(R + EPS * np.eye(gb.shape[1]), 4)
+                np.testing.assert_allclose(du[rs, cs], expected, rtol=1e-9, atol=1e-13)
+    assert params[2].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_parameter_without_a_gradient_takes_a_zero_gradient_step():
+    torch.manual_seed(6)
+    a = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.randn(4, 2, dtype=torch.float64))
+    opt = Shampoo([a, b], lr=LR, epsilon=EPS, betas=(0.0, 1.0), grafting="none", precondition_frequency=1)
+    a.grad, b.grad = torch.randn_like(a), torch.randn_like(b)
+    opt.step()
+    b_before = b.detach().clone()
+    a.grad, b.grad = torch.randn_like(a), None
+    opt.step()
+    torch.testing.assert_close(b.detach(), b_before, rtol=0, atol=0)
+
+
+def test_it_is_pytorch_optimizers_shampoo_where_the_algorithms_coincide():
+    # Sum-form statistics started at eps I, exact -1/4 roots recomputed every step (an SVD of a
+    # PSD matrix is its eigendecomposition), no momentum, no grafting, one block: pytorch-optimizer's
+    # Shampoo takes the same steps as ours.
+    from pytorch_optimizer import Shampoo as Reference
+
+    for shape in ((4, 3), (3, 5)):
+        torch.manual_seed(7)
+        ours = torch.nn.Parameter(torch.randn(*shape, dtype=torch.float64))
+        theirs = torch.nn.Parameter(ours.detach().clone())
+        opt = Shampoo([ours], lr=LR, betas=(0.0, 1.0), epsilon=EPS, grafting="none", precondition_frequency=1,
+                      inverse_root_dtype=torch.float64)
+        ref = Reference([theirs], lr=LR, momentum=0.0, preconditioning_compute_steps=1, matrix_eps=EPS)
+        for _ in range(4):
+            g = torch.randn(*shape, dtype=torch.float64)
+            ours.grad, theirs.grad = g.clone(), g.clone()
+            opt.step()
+            ref.step()
+            np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-10, atol=1e-12)

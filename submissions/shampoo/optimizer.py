@@ -5,9 +5,9 @@ gradient G, per block of at most `max_preconditioner_dim` rows and columns:
 
     L <- beta2 L + (1 - beta2) G G^T        R <- beta2 R + (1 - beta2) G^T G   (beta2 = 1: L += G G^T)
     every `precondition_frequency` steps:  P_L = (L_hat + eps I)^(-1/4),  P_R = (R_hat + eps I)^(-1/4)
-    with L_hat = L / (1 - beta2^t) (bias correction; none for the sum form), from one batched
-    `torch.linalg.eigh` per block shape, in float32 or float64 (`inverse_root_dtype`); the roots
-    are stored and applied in `preconditioner_dtype` (default: the parameter's; bfloat16 halves the
+    with L_hat = L / (1 - beta2^t) (bias correction; none for the sum form), from one
+    eigendecomposition per block in float32 or float64 (`inverse_root_dtype`); the roots are
+    stored and applied in `preconditioner_dtype` (default: the parameter's; bfloat16 halves the
     cost of applying them on CPUs and GPUs with bf16 matrix units, as Distributed Shampoo allows).
     D = P_L M P_R,  where M is the momentum-filtered gradient (below).
 
@@ -21,14 +21,26 @@ bias-corrected; Nesterov uses beta1 M + (1 - beta1) G. Weight decay is decoupled
 W <- W - lr wd W. Then W <- W - lr D.
 
 With beta1 = 0 and Adam grafting, before preconditioning starts this is exactly Adam.
+
+Layout (speed, not arithmetic): the blocks of all preconditioned parameters of a parameter group
+are stored by shape, each shape as one (k, r, c) stack holding their momentum and Adam second
+moment, with (k, r, r) and (k, c, c) stacks of statistics and roots. A step copies the gradient
+into the stacks once, updates the statistics with one batched product per shape (lower triangle
+only, `submissions/gram.py`: eigh reads no other), preconditions with two batched products per
+shape, and adds the update back into the parameters through views; nothing loops over blocks in
+Python and nothing waits on the device. A parameter of the layout without a gradient at a step
+is treated as having a zero gradient.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from submissions.gram import accumulate_lower_gram_
 
 GRAFTINGS = ("adam", "sgd", "none")
 
@@ -39,6 +51,7 @@ def matrix_view(p: torch.Tensor) -> torch.Tensor:
 
 
 def block_slices(rows: int, cols: int, size: int) -> list[tuple[slice, slice]]:
+    """The blocks of a rows x cols matrix, row-major: full blocks of `size`, smaller at the edges."""
     return [
         (slice(i, min(i + size, rows)), slice(j, min(j + size, cols)))
         for i in range(0, rows, size)
@@ -47,12 +60,73 @@ def block_slices(rows: int, cols: int, size: int) -> list[tuple[slice, slice]]:
 
 
 def inverse_root(matrices: torch.Tensor, eps: float, root: int, dtype: torch.dtype) -> torch.Tensor:
-    """(A + eps I)^(-1/root) for a stack of symmetric PSD matrices, by one eigendecomposition."""
-    a = matrices.to(dtype)
-    eye = torch.eye(a.shape[-1], dtype=dtype, device=a.device)
-    evals, evecs = torch.linalg.eigh(a + eps * eye)
+    """(A + eps I)^(-1/root) for a stack of symmetric PSD matrices given by their lower triangle."""
+    a = matrices.to(dtype, copy=True)
+    a.diagonal(dim1=-2, dim2=-1).add_(eps)
+    evals, evecs = torch.linalg.eigh(a, UPLO="L")
     evals = evals.clamp_min(eps) ** (-1.0 / root)
     return ((evecs * evals.unsqueeze(-2)) @ evecs.transpose(-1, -2)).to(matrices.dtype)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of a parameter's matrix view tiled by nr x nc equal blocks of r x c."""
+
+    param: int  # index into the layout's parameters
+    rows: slice
+    cols: slice
+    nr: int
+    nc: int
+    r: int
+    c: int
+
+    def blocks(self, matrix: torch.Tensor) -> torch.Tensor:
+        """The region's blocks as an (nr, nc, r, c) view of `matrix` (row-major block order)."""
+        return matrix[self.rows, self.cols].reshape(self.nr, self.r, self.nc, self.c).permute(0, 2, 1, 3)
+
+
+def regions(param: int, rows: int, cols: int, size: int) -> list[Region]:
+    """The up to four regions of equal blocks of a rows x cols matrix: full blocks, the right
+    and bottom edges, the corner."""
+    fr, fc = rows // size, cols // size  # full blocks along each side
+    er, ec = rows - fr * size, cols - fc * size  # edge sizes
+    out = []
+    for nr, r, row0 in ((fr, size, 0), (1, er, fr * size)):
+        for nc, c, col0 in ((fc, size, 0), (1, ec, fc * size)):
+            if nr and nc and r and c:
+                out.append(Region(param, slice(row0, row0 + nr * r), slice(col0, col0 + nc * c), nr, nc, r, c))
+    return out
+
+
+class BlockStack:
+    """Every block of one shape (r, c) in a parameter group: their state as (k, ...) stacks."""
+
+    def __init__(self, shape: tuple[int, int], parts: list[tuple[Region, int]], like: torch.Tensor,
+                 adam: bool, preconditioner_dtype: torch.dtype) -> None:
+        self.shape = shape
+        self.parts = parts  # (region, index of its first block in the stack)
+        k = sum(region.nr * region.nc for region, _ in parts)
+        r, c = shape
+        zeros = dict(dtype=like.dtype, device=like.device)
+        self.grad = torch.zeros(k, r, c, **zeros)  # the step's gradient blocks (scratch)
+        self.state: dict[str, torch.Tensor] = {
+            "momentum": torch.zeros(k, r, c, **zeros),
+            "L": torch.zeros(k, r, r, **zeros),
+            "R": torch.zeros(k, c, c, **zeros),
+            "PL": torch.zeros(k, r, r, dtype=preconditioner_dtype, device=like.device),
+            "PR": torch.zeros(k, c, c, dtype=preconditioner_dtype, device=like.device),
+        }
+        if adam:
+            self.state["graft_v"] = torch.zeros(k, r, c, **zeros)
+
+    def views(self, stack: torch.Tensor, matrices: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(block views of `matrices`, the matching (nr, nc, r, c) views of `stack`) per region."""
+        outside, inside = [], []
+        for region, start in self.parts:
+            n = region.nr * region.nc
+            outside.append(region.blocks(matrices[region.param]))
+            inside.append(stack[start : start + n].view(region.nr, region.nc, region.r, region.c))
+        return outside, inside
 
 
 class Shampoo(torch.optim.Optimizer):
@@ -90,50 +164,53 @@ class Shampoo(torch.optim.Optimizer):
         )
         super().__init__(params, defaults)
         self._step = 0
+        self._layouts = [self._layout(group) for group in self.param_groups]
 
-    def _preconditioned(self, p: torch.Tensor, group: dict[str, Any]) -> bool:
+    # ---- layout --------------------------------------------------------------------------------
+    @staticmethod
+    def _preconditioned(p: torch.Tensor, group: dict[str, Any]) -> bool:
         return p.ndim >= 2 and max(p.shape[0], p[0].numel()) <= group["skip_preconditioning_dim_size_gt"]
 
-    def _init_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        state = self.state[p]
-        state["momentum"] = torch.zeros_like(p)
-        # Adam statistics for Adam grafting, and for unpreconditioned parameters unless grafting
-        # is SGD (then those parameters get SGD with momentum).
-        if group["grafting"] == "adam" or (group["grafting"] == "none" and not self._preconditioned(p, group)):
-            state["graft_v"] = torch.zeros_like(p)
-        if self._preconditioned(p, group):
+    def _layout(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], list[BlockStack]]:
+        """(the group's preconditioned parameters, their blocks stacked by shape)."""
+        params = [p for p in group["params"] if p.requires_grad and self._preconditioned(p, group)]
+        by_shape: dict[tuple[Any, ...], list[tuple[Region, int]]] = {}
+        counts: dict[tuple[Any, ...], int] = {}
+        for i, p in enumerate(params):
             m, n = matrix_view(p).shape
-            blocks = block_slices(m, n, group["max_preconditioner_dim"])
-            state["blocks"] = blocks
-            state["L"] = [torch.zeros(r.stop - r.start, r.stop - r.start, dtype=p.dtype, device=p.device) for r, _ in blocks]
-            state["R"] = [torch.zeros(c.stop - c.start, c.stop - c.start, dtype=p.dtype, device=p.device) for _, c in blocks]
-            dtype = group["preconditioner_dtype"] or p.dtype
-            state["PL"] = [torch.zeros_like(x, dtype=dtype) for x in state["L"]]
-            state["PR"] = [torch.zeros_like(x, dtype=dtype) for x in state["R"]]
-        return state
+            for region in regions(i, m, n, group["max_preconditioner_dim"]):
+                key = (region.r, region.c, p.dtype, p.device)
+                by_shape.setdefault(key, []).append((region, counts.get(key, 0)))
+                counts[key] = counts.get(key, 0) + region.nr * region.nc
+        stacks = [
+            BlockStack((r, c), parts, params[parts[0][0].param], group["grafting"] == "adam",
+                       group["preconditioner_dtype"] or dtype)
+            for (r, c, dtype, _), parts in by_shape.items()
+        ]
+        return params, stacks
 
+    # ---- roots -------------------------------------------------------------------------------
     @torch.no_grad()
     def _update_roots(self) -> None:
-        """Recomputes every block's inverse roots: one batched eigh per (shape, dtype) group."""
-        groups: dict[tuple[Any, ...], list[tuple[list[torch.Tensor], int, torch.Tensor, float, float]]] = {}
-        for group in self.param_groups:
+        """Recomputes every block's inverse roots: one batched eigh per matrix size and settings."""
+        by_size: dict[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor, float]]] = {}
+        for group, (_, stacks) in zip(self.param_groups, self._layouts):
             beta2 = group["betas"][1]
-            t = self._step
-            correction = 1.0 - beta2**t if (group["use_bias_correction"] and beta2 < 1.0) else 1.0
-            for p in group["params"]:
-                state = self.state.get(p)
-                if not state or "L" not in state:
-                    continue
-                for factors, root_name in (("L", "PL"), ("R", "PR")):
-                    for i, f in enumerate(state[factors]):
-                        key = (tuple(f.shape), f.dtype, f.device, group["epsilon"], group["inverse_root_dtype"])
-                        groups.setdefault(key, []).append((state[root_name], i, f, correction, group["epsilon"]))
-        for (_, _, _, eps, dtype), items in groups.items():
-            stacked = torch.stack([f / c for _, _, f, c, _ in items])
-            roots = inverse_root(stacked, eps, 4, dtype)
-            for k, (target, i, _, _, _) in enumerate(items):
-                target[i] = roots[k].to(target[i].dtype)
+            correction = 1.0 - beta2**self._step if (group["use_bias_correction"] and beta2 < 1.0) else 1.0
+            for stack in stacks:
+                for statistic, root in (("L", "PL"), ("R", "PR")):
+                    s = stack.state[statistic]
+                    key = (s.shape[-1], s.dtype, s.device, group["epsilon"], group["inverse_root_dtype"])
+                    by_size.setdefault(key, []).append((stack.state[root], s, correction))
+        for (_, _, _, eps, dtype), items in by_size.items():
+            scales = torch.cat([torch.full((s.shape[0],), 1.0 / c, dtype=s.dtype, device=s.device)
+                                for _, s, c in items])
+            statistics = torch.cat([s for _, s, _ in items]) if len(items) > 1 else items[0][1]
+            roots = inverse_root(statistics * scales.view(-1, 1, 1), eps, 4, dtype)
+            for (target, _, _), part in zip(items, roots.split([t.shape[0] for t, _, _ in items])):
+                target.copy_(part)
 
+    # ---- the step ----------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         loss = None
@@ -142,53 +219,73 @@ class Shampoo(torch.optim.Optimizer):
                 loss = closure()
         self._step += 1
         t = self._step
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None and not self.state[p]:
-                    self._init_state(p, group)
-                if p.grad is not None and "L" in self.state[p]:
-                    self._accumulate_factors(p.grad, self.state[p], group["betas"][1])
+        gradients = []
+        for group, (params, stacks) in zip(self.param_groups, self._layouts):
+            grads = [matrix_view(p.grad) if p.grad is not None else torch.zeros_like(matrix_view(p))
+                     for p in params]
+            gradients.append(grads)
+            if stacks:
+                outside, inside = [], []
+                for stack in stacks:
+                    o, i = stack.views(stack.grad, grads)
+                    outside += o
+                    inside += i
+                torch._foreach_copy_(inside, outside)
+                beta2 = group["betas"][1]
+                decay, weight = (1.0, 1.0) if beta2 == 1.0 else (beta2, 1.0 - beta2)
+                for stack in stacks:
+                    accumulate_lower_gram_(stack.state["L"], stack.grad, alpha=weight, beta=decay)
+                    accumulate_lower_gram_(stack.state["R"], stack.grad.transpose(1, 2), alpha=weight, beta=decay)
         if t >= self._first_start() and (t - self._first_start()) % self._frequency() == 0:
             self._update_roots()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            filtered, directions = self._graft_directions(params, group, t)
-            if t >= group["start_preconditioning_step"]:
-                for p, m, direction in zip(params, filtered, directions):
-                    if "L" in self.state[p]:
-                        self._precondition(m, direction, self.state[p], group["grafting"] != "none")
-            if group["weight_decay"] != 0.0:
-                torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
-            torch._foreach_add_(params, directions, alpha=-group["lr"])
+        for group, (params, stacks), grads in zip(self.param_groups, self._layouts, gradients):
+            self._update_group(group, params, stacks, grads, t)
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "shampoo_step": self._step}
+    def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], stacks: list[BlockStack],
+                      grads: list[torch.Tensor], t: int) -> None:
+        laid_out = {id(p) for p in params}
+        others = [p for p in group["params"] if p.grad is not None and id(p) not in laid_out]
+        for p in others:
+            if not self.state[p]:
+                self._init_state(p, group)
+        momenta = [s.state["momentum"] for s in stacks] + [self.state[p]["momentum"] for p in others]
+        seconds = [s.state.get("graft_v") for s in stacks] + [self.state[p].get("graft_v") for p in others]
+        gs = [s.grad for s in stacks] + [p.grad for p in others]
+        if not gs:
+            return
+        filtered, directions = self._graft_directions(momenta, seconds, gs, group, t)
+        n = len(stacks)
+        if t >= group["start_preconditioning_step"]:
+            for stack, m, a in zip(stacks, filtered[:n], directions[:n]):
+                self._precondition(stack, m, a, group["grafting"] != "none")
+        if group["weight_decay"] != 0.0:
+            torch._foreach_mul_(params + others, 1.0 - group["lr"] * group["weight_decay"])
+        # A parameter stored in another memory format (channels_last) has no 2-D view to add
+        # into: its update is assembled in a matrix first.
+        targets = [matrix_view(p) if p.is_contiguous() else torch.zeros(matrix_view(p).shape, dtype=p.dtype,
+                                                                         device=p.device) for p in params]
+        outside, inside = [], []
+        for stack, d in zip(stacks, directions[:n]):
+            o, i = stack.views(d, targets)
+            outside += o
+            inside += i
+        torch._foreach_add_(outside + others, inside + directions[n:], alpha=-group["lr"])
+        for p, target in zip(params, targets):
+            if not p.is_contiguous():
+                p.add_(target.view(p.shape))
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        self._step = state_dict.pop("shampoo_step", 0)
-        super().load_state_dict(state_dict)
-
-    def _first_start(self) -> int:
-        return min(g["start_preconditioning_step"] for g in self.param_groups)
-
-    def _frequency(self) -> int:
-        return min(g["precondition_frequency"] for g in self.param_groups)
+    def _init_state(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        """Momentum for a parameter outside the layout, and Adam's second moment unless the
+        grafting is SGD (then it gets SGD with momentum)."""
+        state = self.state[p]
+        state["momentum"] = torch.zeros_like(p)
+        if group["grafting"] in ("adam", "none"):
+            state["graft_v"] = torch.zeros_like(p)
 
     @staticmethod
-    def _accumulate_factors(g: torch.Tensor, state: dict[str, Any], beta2: float) -> None:
-        """L <- beta2 L + (1 - beta2) G G^T, R <- beta2 R + (1 - beta2) G^T G per block (sum if beta2 = 1)."""
-        gm = matrix_view(g)
-        decay, weight = (1.0, 1.0) if beta2 == 1.0 else (beta2, 1.0 - beta2)
-        for (rs, cs), L, R in zip(state["blocks"], state["L"], state["R"]):
-            gb = gm[rs, cs]
-            L.addmm_(gb, gb.T, beta=decay, alpha=weight)
-            R.addmm_(gb.T, gb, beta=decay, alpha=weight)
-
-    def _graft_directions(self, params: list[torch.Tensor], group: dict[str, Any],
+    def _graft_directions(momenta: list[torch.Tensor], seconds: list[torch.Tensor | None],
+                          grads: list[torch.Tensor], group: dict[str, Any],
                           t: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The filtered gradients M and the grafted optimizer's directions A, in new tensors.
 
@@ -196,8 +293,6 @@ class Shampoo(torch.optim.Optimizer):
         Adam: A = M / (sqrt(v / (1 - beta2^t)) + eps), v = beta2 v + (1 - beta2) G^2; SGD: A = M.
         """
         beta1 = group["betas"][0]
-        grads = [p.grad for p in params if p.grad is not None]
-        momenta = [self.state[p]["momentum"] for p in params]
         torch._foreach_lerp_(momenta, grads, 1.0 - beta1)
         if group["nesterov"]:
             filtered = list(torch._foreach_lerp(momenta, grads, 1.0 - beta1))
@@ -205,34 +300,54 @@ class Shampoo(torch.optim.Optimizer):
             filtered = list(torch._foreach_mul(momenta, 1.0))
         if beta1 > 0.0:
             torch._foreach_div_(filtered, 1.0 - beta1**t)
-        adam = [i for i, p in enumerate(params) if "graft_v" in self.state[p]]
-        if adam:
-            b2 = group["grafting_beta2"]
-            vs = [self.state[params[i]]["graft_v"] for i in adam]
-            gs = [grads[i] for i in adam]
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_addcmul_(vs, gs, gs, value=1.0 - b2)
-            denom = torch._foreach_div(vs, 1.0 - b2**t)
-            torch._foreach_sqrt_(denom)
-            torch._foreach_add_(denom, group["grafting_epsilon"])
-            graft = list(filtered)
-            for i, a in zip(adam, torch._foreach_div([filtered[i] for i in adam], denom)):
-                graft[i] = a
-            return filtered, graft
-        return filtered, filtered  # SGD grafting: A = M (and no grafting uses M alone)
+        adam = [i for i, v in enumerate(seconds) if v is not None]
+        if not adam:
+            return filtered, list(filtered)  # SGD grafting: A = M
+        b2 = group["grafting_beta2"]
+        vs = [seconds[i] for i in adam]
+        gs = [grads[i] for i in adam]
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1.0 - b2)
+        denom = torch._foreach_div(vs, 1.0 - b2**t)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, group["grafting_epsilon"])
+        graft = list(filtered)
+        for i, a in zip(adam, torch._foreach_div([filtered[i] for i in adam], denom)):
+            graft[i] = a
+        return filtered, graft
 
     @staticmethod
-    def _precondition(filtered: torch.Tensor, direction: torch.Tensor, state: dict[str, Any], graft: bool) -> None:
-        """Per block, in place: D = P_L M P_R, rescaled to the grafted direction's norm if `graft`.
+    def _precondition(stack: BlockStack, filtered: torch.Tensor, direction: torch.Tensor, graft: bool) -> None:
+        """In place, per block: direction <- P_L M P_R, rescaled to the direction's norm if `graft`.
 
-        `direction` holds the grafted direction A on entry (it may be M itself); each block is
-        read before it is overwritten by D.
+        `direction` holds the grafted direction A on entry (it may be M itself).
         """
-        dm = matrix_view(direction)
-        momentum = matrix_view(filtered)
-        for (rs, cs), PL, PR in zip(state["blocks"], state["PL"], state["PR"]):
-            d = (PL @ momentum[rs, cs].to(PL.dtype) @ PR).to(dm.dtype)
-            if graft:
-                # The clamp keeps a zero block (no gradient yet) finite, without a host sync.
-                d.mul_(torch.linalg.norm(dm[rs, cs]) / torch.linalg.norm(d).clamp_min(1e-30))
-            dm[rs, cs] = d
+        pl, pr = stack.state["PL"], stack.state["PR"]
+        d = torch.bmm(torch.bmm(pl, filtered.to(pl.dtype)), pr).to(direction.dtype)
+        if graft:
+            # The clamp keeps a zero block (no gradient yet) finite, without a host sync.
+            scale = torch.linalg.vector_norm(direction, dim=(1, 2)) / torch.linalg.vector_norm(d, dim=(1, 2)).clamp_min(1e-30)
+            d.mul_(scale.view(-1, 1, 1))
+        direction.copy_(d)
+
+    # ---- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        blocks = [[dict(stack.state) for stack in stacks] for _, stacks in self._layouts]
+        return {**super().state_dict(), "shampoo_step": self._step, "shampoo_blocks": blocks}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        self._step = state_dict.pop("shampoo_step", 0)
+        blocks = state_dict.pop("shampoo_blocks", None)
+        super().load_state_dict(state_dict)
+        if blocks is not None:
+            for (_, stacks), saved in zip(self._layouts, blocks):
+                for stack, values in zip(stacks, saved):
+                    for name, value in values.items():
+                        stack.state[name].copy_(value)
+
+    def _first_start(self) -> int:
+        return min(g["start_preconditioning_step"] for g in self.param_groups)
+
+    def _frequency(self) -> int:
+        return min(g["precondition_frequency"] for g in self.param_groups)
