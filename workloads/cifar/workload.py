@@ -51,7 +51,10 @@ WORKLOADS = [
         num_test_examples=10_000,
         loss_type=LossType.SOFTMAX_CROSS_ENTROPY,
         n_params={"pytorch": 11_173_962, "jax": 11_173_962},
-        implementations={"pytorch": "workloads.cifar.torch_workload:CifarWorkload"},
+        implementations={
+            "pytorch": "workloads.cifar.torch_workload:CifarWorkload",
+            "jax": "workloads.cifar.jax_workload:CifarWorkload",
+        },
         development=True,
     )
         default_batch_size=128,

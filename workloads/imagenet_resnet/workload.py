@@ -56,7 +56,10 @@ BASE = WorkloadInfo(
     loss_type=LossType.SOFTMAX_CROSS_ENTROPY,
     default_dropout=None,
     n_params={"pytorch": 25_557_032, "jax": 25_557_032},
-    implementations={"pytorch": "workloads.imagenet_resnet.torch_workload:ImagenetResNetWorkload"},
+    implementations={
+        "pytorch": "workloads.imagenet_resnet.torch_workload:ImagenetResNetWorkload",
+        "jax": "workloads.imagenet_resnet.jax_workload:ImagenetResNetWorkload",
+    },
     model_options={"activation": "relu", "bn_init_scale": 0.0},
 )
 
