@@ -56,8 +56,8 @@ WORKLOADS = [
             "jax": "workloads.cifar.jax_workload:CifarWorkload",
         },
         development=True,
-    )
         default_batch_size=128,
+    )
 ]
 
 
