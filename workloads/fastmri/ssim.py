@@ -1,4 +1,4 @@
-"""fastMRI's SSIM in plain numpy (framework-free; the PyTorch twin is in `torch_workload.py`).
+"""fastMRI's SSIM in plain numpy: the framework-free metric both frameworks' evals call.
 
 The reference scores fastMRI with the SSIM of Wang et al. (2004) as scikit-image computes it with
 its defaults: a uniform 7 x 7 window, sample (co)variances, K1 = 0.01, K2 = 0.03, edges mirrored
@@ -58,3 +58,19 @@ def ssim(
     volume_max = np.where(volume_max == 0, 1.0, volume_max)
     m, s = np.reshape(mean, (-1, 1, 1)), np.reshape(std, (-1, 1, 1))
     return np.clip(structural_similarity(outputs * s + m, targets * s + m, volume_max), -1.0, 1.0)
+
+
+def ssim_sum(
+    outputs: np.ndarray,
+    targets: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    volume_max: np.ndarray,
+    weights: np.ndarray,
+) -> float:
+    """The SSIM summed over the real (weight 1) examples of an eval batch, in float64.
+
+    Both frameworks' evals hand their outputs to this; the split's SSIM is the sum over its
+    batches divided by the number of real examples (the reference's aggregation)."""
+    values = ssim(np.asarray(outputs, np.float64), targets, mean, std, volume_max)
+    return float(np.sum(values * np.asarray(weights, np.float64).reshape(len(values), -1)[:, 0]))

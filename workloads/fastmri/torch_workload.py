@@ -1,4 +1,4 @@
-"""fastMRI in PyTorch: the reference's U-Net (fastMRI's, as AlgoPerf adapts it) and its SSIM.
+"""fastMRI in PyTorch: the reference's U-Net (fastMRI's, as AlgoPerf adapts it).
 
 The module tree mirrors the reference's (`down_sample_layers`, `conv`, `up_conv`,
 `up_transpose_conv`, each block's `conv_layers` / `layers` sequence), so parameter names, their
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from algoperf import spec
+from workloads.fastmri.ssim import ssim_sum
 from workloads.fastmri.workload import FastMriData
 from workloads.torch_base import TorchWorkload
 
@@ -178,67 +179,6 @@ class UNet(nn.Module):
         return out
 
 
-# ---- SSIM ------------------------------------------------------------------------------------
-
-
-def _uniform_filter(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean over a size x size window of each pixel of (N, H, W) images, edges mirrored.
-
-    The mirror repeats the edge pixel ('symmetric' in numpy/torchvision, 'reflect' in scipy),
-    which is what scipy.ndimage.uniform_filter does by default, and so skimage and the reference.
-    """
-    p = size // 2
-    x = torch.cat([x[..., :p].flip(-1), x, x[..., -p:].flip(-1)], dim=-1)
-    x = torch.cat([x[..., :p, :].flip(-2), x, x[..., -p:, :].flip(-2)], dim=-2)
-    return F.avg_pool2d(x.unsqueeze(1), size, stride=1).squeeze(1)
-
-
-def structural_similarity(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    data_range: torch.Tensor,
-    win_size: int = 7,
-    k1: float = 0.01,
-    k2: float = 0.03,
-) -> torch.Tensor:
-    """Mean SSIM (Wang et al. 2004) of each pair of (N, H, W) images, one data range per image.
-
-    Uniform win_size x win_size window, sample (co)variances (factor n / (n - 1), n = win_size^2),
-    C1 = (k1 R)^2, C2 = (k2 R)^2, and the mean over the pixels at least win_size // 2 from the
-    border. The numpy twin is `workloads.fastmri.ssim.structural_similarity`.
-    """
-    n = win_size**2
-    cov_norm = n / (n - 1)
-    ux, uy = _uniform_filter(x, win_size), _uniform_filter(y, win_size)
-    vx = cov_norm * (_uniform_filter(x * x, win_size) - ux * ux)
-    vy = cov_norm * (_uniform_filter(y * y, win_size) - uy * uy)
-    vxy = cov_norm * (_uniform_filter(x * y, win_size) - ux * uy)
-    r = data_range.to(x.dtype).reshape(-1, 1, 1)
-    c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    pad = (win_size - 1) // 2
-    return s[:, pad:-pad, pad:-pad].mean(dim=(1, 2))
-
-
-def ssim(
-    outputs: torch.Tensor,
-    targets: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    volume_max: torch.Tensor,
-) -> torch.Tensor:
-    """Per-example SSIM as the reference scores fastMRI.
-
-    Outputs and targets are first de-normalised (x * std + mean, the slice's statistics), the data
-    range is the max of the slice's whole volume (1 where it is 0, i.e. padding), and values
-    outside [-1, 1] are clipped to it.
-    """
-    volume_max = torch.where(volume_max == 0, torch.ones_like(volume_max), volume_max)
-    m, s = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
-    values = structural_similarity(outputs * s + m, targets * s + m, volume_max)
-    return values.clamp(-1.0, 1.0)
-
-
 class FastMriWorkload(FastMriData, TorchWorkload):
     def build_model(self) -> nn.Module:
         return UNet(
@@ -270,7 +210,8 @@ class FastMriWorkload(FastMriData, TorchWorkload):
         outputs, _ = self.model_fn(
             params, batch, model_state, spec.ForwardPassMode.EVAL, rng, update_batch_norm=False
         )
-        weights = batch["weights"].to(torch.float64)
-        values = ssim(outputs, batch["targets"], batch["mean"], batch["std"], batch["volume_max"])
         loss = self.loss_fn(batch["targets"], outputs, batch["weights"])["summed"]
-        return {"ssim": (values.to(torch.float64) * weights).sum(), "loss": loss.to(torch.float64)}
+        host = {k: batch[k].cpu().numpy() for k in ("targets", "mean", "std", "volume_max", "weights")}
+        total = ssim_sum(outputs.cpu().numpy(), **host)  # the framework-free metric (ssim.py)
+        return {"ssim": torch.tensor(total, dtype=torch.float64, device=outputs.device),
+                "loss": loss.to(torch.float64)}

@@ -71,7 +71,10 @@ BASE = WorkloadInfo(
     loss_type=LossType.MEAN_ABSOLUTE_ERROR,
     default_dropout=0.0,
     n_params={"pytorch": 7_756_097, "jax": 7_756_097},
-    implementations={"pytorch": "workloads.fastmri.torch_workload:FastMriWorkload"},
+    implementations={
+        "pytorch": "workloads.fastmri.torch_workload:FastMriWorkload",
+        "jax": "workloads.fastmri.jax_workload:FastMriWorkload",
+    },
     model_options={
         "num_channels": 32,
         "num_pool_layers": 4,
