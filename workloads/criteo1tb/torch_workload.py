@@ -263,7 +263,8 @@ def output_layer_names(model: nn.Module) -> tuple[str, ...]:
 
 class Criteo1TbWorkload(CriteoData, TorchWorkload):
     def build_model(self) -> nn.Module:
-        model = build(self.options)
+        # `vocab_size`: a smaller table with the same code (the JAX parity tests use one).
+        model = build(self.options, vocab_size=int(self.options.get("vocab_size", VOCAB_SIZE)))
         self._output_names = output_layer_names(model)
         return model
 

@@ -102,7 +102,10 @@ BASE = WorkloadInfo(
     default_dropout=0.0,
     # (The reference's PyTorch workload evaluates in batches of 8,192; its JAX one in 524,288.)
     n_params={"pytorch": 539_267_457, "jax": 539_267_457},
-    implementations={"pytorch": "workloads.criteo1tb.torch_workload:Criteo1TbWorkload"},
+    implementations={
+        "pytorch": "workloads.criteo1tb.torch_workload:Criteo1TbWorkload",
+        "jax": "workloads.criteo1tb.jax_workload:Criteo1TbWorkload",
+    },
 )
 
 WORKLOADS = [
