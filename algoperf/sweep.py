@@ -542,7 +542,7 @@ def register(sub: Any) -> None:
     launch.add_argument("--mem-gb", type=float, help="memory per job")
     launch.add_argument("--time-limit", type=int, default=24 * 60, metavar="MINUTES",
                         help="time limit of one job; a trial that needs longer is checkpointed "
-                             "and requeued at the limit (default 1440)")
+                             "and requeued at the limit, up to 3 times (default 1440)")
     launch.add_argument("--image", help="run each trial in this Docker image (algoperf docker run)")
     launch.add_argument("--retries", type=int, default=2,
                         help="times a job retries a trial whose process failed (default 2)")
