@@ -137,6 +137,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return launch_processes(args, request, name, args.study, args.trial)
             if config.framework == "jax":
                 _set_jax_devices(args.devices)
+                config.distributed = _jax_processes(args)
+                rank_zero = args.node_rank == 0
             progress = display.ProgressLine(args.quiet or not rank_zero)
             if rank_zero:
                 print(f"algoperf run: {config.workload} x {Path(args.submission).name} "
@@ -164,6 +166,18 @@ def _needs_launcher(args: argparse.Namespace, framework: str | None) -> bool:
     if "LOCAL_RANK" in os.environ:
         return False
     return framework == "pytorch" and (args.devices > 1 or args.nnodes > 1)
+
+
+def _jax_processes(args: argparse.Namespace) -> Any:
+    """JAX on several nodes: one process per node, joined through jax.distributed."""
+    from algoperf.backends import Distributed
+
+    if args.nnodes <= 1:
+        return None
+    if args.master_port is None and not args.rdzv_endpoint:
+        raise ConfigError("--nnodes > 1 needs --master-port (the same on every node) or --rdzv-endpoint.")
+    coordinator = args.rdzv_endpoint or f"{args.master_addr}:{args.master_port}"
+    return Distributed(num_processes=args.nnodes, process_id=args.node_rank, coordinator=coordinator)
 
 
 def _set_jax_devices(devices: int) -> None:
@@ -236,6 +250,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             return _result_from_folder(config, code)
         if config.framework == "jax":
             _set_jax_devices(args.devices)
+            config.distributed = _jax_processes(args)
         progress = display.ProgressLine(args.quiet)
         result = runner.train_once(config, progress)
         progress.close()

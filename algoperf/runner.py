@@ -118,7 +118,7 @@ class Trial:
 
         cfg = self.config
         self.backend = backends.get(self.framework)
-        self.backend.init_distributed()
+        self.backend.init_distributed(cfg.distributed)
         self.threads = self.backend.set_threads(cfg.threads or default_threads())
         self.clock.set_sync(self.backend.sync)
         # Under data parallelism every rank runs the trial; only rank 0 writes its files.

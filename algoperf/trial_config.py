@@ -19,6 +19,7 @@ from typing import Any
 
 from algoperf import submission as submission_lib
 from algoperf import tuning
+from algoperf.backends import Distributed
 
 STOP_AT = ("both", "validation", "never")
 
@@ -97,6 +98,7 @@ class TrialConfig:
     trial: int = 1
     flags: dict[str, Any] = field(default_factory=dict)
     record_step_times: bool = False  # keep each step's submission time (benchmarks)
+    distributed: Distributed | None = None  # JAX processes on several nodes (torch: torchrun's env)
 
 
 def trial_seed(seed: int, workload: str, study: int, trial: int) -> int:

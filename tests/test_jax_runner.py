@@ -124,3 +124,33 @@ def test_a_killed_jax_trial_resumes_to_the_same_rows(tmp_path):
     assert [r["global_step"] for r in rows] == [r["global_step"] for r in clean_rows]
     assert _metrics(rows) == _metrics(clean_rows)
     assert read_summary(trial)["preemption_count"] == 1
+
+
+@pytest.mark.slow
+def test_two_jax_nodes_on_localhost_train_like_one_process(tmp_path):
+    import socket
+
+    args = ["run", "-w", "mnist1d", "-s", "adamw", "--framework", "jax", "--data", "synthetic",
+            "--max-steps", "8", "--eval-every", "4", "--batch-size", "64", "--quiet",
+            "--max-runtime", "3600", "--experiment-dir", str(tmp_path)]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # 2 per node
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    nodes = [
+        subprocess.Popen([sys.executable, "-m", "algoperf.cli", *args, "--name", "nodes", "--nnodes", "2",
+                          "--node-rank", str(rank), "--master-port", port],
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    one = run_cli(*args, "--name", "single", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert one.returncode == 0, one.stderr
+    node_rows, single_rows = read_eval_rows(jax_trial(tmp_path, "nodes")), read_eval_rows(jax_trial(tmp_path, "single"))
+    assert [r["global_step"] for r in node_rows] == ["1", "4", "8"]
+    for a, b in zip(node_rows, single_rows):
+        assert float(a["validation/loss"]) == pytest.approx(float(b["validation/loss"]), rel=1e-4)
+    meta = json.loads((jax_trial(tmp_path, "nodes") / "meta_data_0.json").read_text())
+    assert meta["device"]["process_count"] == 2 and meta["device"]["device_count"] == 4
+    assert "Trial finished" in outputs[0][0] and "Trial finished" not in outputs[1][0]

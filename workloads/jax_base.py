@@ -275,7 +275,10 @@ class JaxWorkload(BaseWorkload):
 
     @functools.cached_property
     def _eval_batch_jit(self) -> Any:
-        return jax.jit(self.eval_batch)
+        from algoperf import jax_sharding_utils
+
+        # Sums replicated: every process (several nodes) reads them from its own copy.
+        return jax.jit(self.eval_batch, out_shardings=jax_sharding_utils.get_replicate_sharding())
 
     def eval_batch(self, params: Any, model_state: Any, batch: dict[str, Any], rng: Any) -> dict[str, Any]:
         """Classification: summed accuracy and loss over the real examples of a device batch."""

@@ -29,6 +29,9 @@ def init_distributed(distributed: Any = None) -> None:
         return
     if jax.distributed.is_initialized():
         return
+    # Collectives between processes on CPUs (the tests' two "nodes") go through gloo; GPUs use
+    # NCCL whatever this says.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=distributed.coordinator,
         num_processes=distributed.num_processes,
@@ -110,8 +113,18 @@ def to_numpy(leaf: Any) -> Any:
         if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             return FrameworkArray("jax", "key<" + str(jax.random.key_impl(leaf)) + ">",
                                   np.asarray(jax.random.key_data(leaf)))
-        return np.asarray(jax.device_get(leaf))
+        return host_copy(leaf)
     return leaf
+
+
+def host_copy(x: Any) -> np.ndarray:
+    """A numpy copy of an array, also of a replicated array spanning several processes (read
+    from this process's own copy)."""
+    if x.is_fully_addressable:
+        return np.asarray(jax.device_get(x))
+    if not x.is_fully_replicated:
+        raise ValueError("an array split across processes has no single host copy")
+    return np.asarray(x.addressable_data(0))
 
 
 def from_numpy(fresh: Any, saved: Any) -> Any:
@@ -129,7 +142,8 @@ def from_numpy(fresh: Any, saved: Any) -> Any:
 
 def params_finite(params: Any) -> bool:
     leaves = [x for x in jax.tree.leaves(params) if hasattr(x, "dtype")]
-    return all(bool(jnp.isfinite(x).all()) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact))
+    return all(bool(np.isfinite(host_copy(x) if isinstance(x, jax.Array) else x).all())
+               for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 def count_params(params: Any) -> int:
@@ -185,7 +199,10 @@ def replicate(tree: Any) -> Any:
 
 
 def shard_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """A numpy batch split along its leading axis over the mesh (the global batch must divide)."""
+    """A numpy batch split along its leading axis over the mesh (the global batch must divide).
+
+    With several processes each holds the same global batch (the same seeded pipeline) and
+    places only the rows of its own devices."""
     devices = len(jax.devices())
     for k, v in batch.items():
         if hasattr(v, "shape") and v.shape and v.shape[0] % devices:
@@ -193,7 +210,11 @@ def shard_batch(batch: dict[str, Any]) -> dict[str, Any]:
                 f"batch[{k!r}] has {v.shape[0]} rows, not divisible by the {devices} devices; "
                 "choose a global batch size that is a multiple of the device count."
             )
-    return jax_sharding_utils.shard_along_batch_dim(batch)
+    if jax.process_count() == 1:
+        return jax_sharding_utils.shard_along_batch_dim(batch)
+    sharding = jax_sharding_utils.get_batch_dim_sharding()
+    return jax.tree.map(
+        lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]), batch)
 
 
 def host_devices_flag(count: int) -> str:
