@@ -427,4 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m algoperf.cli` this file runs as __main__; the other command modules raise
+    # algoperf.cli's ConfigError, so the entry point is taken from the imported module.
+    from algoperf.cli import main as imported_main
+
+    sys.exit(imported_main())
