@@ -1,123 +1,134 @@
-"""The runner's overhead: N steps through `algoperf run`'s loop vs a bare loop, same batches.
+"""The runner's overhead, measured: N steps through `algoperf.runner.Trial` vs a bare loop doing
+the very same steps, in alternating rounds of one process.
 
-Both loops call the same submission's `update_params` on the same pre-built device batches
-(held in memory, so the input pipeline's cost is in neither); the runner has evals switched
-off but for the one after step 1. Per-step times: the runner's own submission clock (everything
-between two step ends: the loop's decisions included) vs perf_counter around each bare step.
-Rounds alternate bare / runner; `ab_ratio` is the ratio of the pooled medians. On a shared
-2-core machine that ratio moves by several percent between rounds (process state, other jobs),
-more than the effect measured; so the same two loops are also run with a submission that does
-nothing (scripts/noop_submission.py), where all that is left is the runner's own per-step work.
-The last line, `overhead_ratio=(bare step + that overhead) / bare step`, is the runner's cost
-relative to the real step. Goal: <= 1.02 on mnist1d.
+Both loops run the same submission (`data_selection` + `update_params`) on the same model, seed
+and hyperparameters, fed by the workload's real input pipeline (for mnist1d: its numpy stream
+behind the background-thread input queue, rebuilt for every loop from the same key), at the
+intra-op thread count the runner uses (`algoperf.runner.default_threads()` unless `--threads`).
+The runner (A) is timed by its own submission clock, which is what scores are made of: every
+second between two step ends that is not charged to an eval, a log line or a checkpoint,
+i.e. the step plus the loop's own decisions. The bare loop (B) is timed by `perf_counter` around
+its steps. Step 1 (warm-up, followed in the runner by its first eval) is left out of both.
+Both loops end with the same parameters (checked and printed), so they did the same work.
 
-    .venv/bin/python scripts/bench_overhead.py --steps 600 --rounds 10
+A shared machine's load moves both loops by far more than the runner's cost; so A and B
+alternate in ABBA order within one process, after an untimed warm-up pair, and the figure is
+the median over rounds of (A time / B time), with the quartiles and extremes printed as the
+spread. The last line is `overhead_ratio=<median of runner time / bare time>`. Goal: <= 1.02
+on mnist1d.
+
+    .venv/bin/python scripts/bench_overhead.py --steps 600 --rounds 8
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import gc
 import math
 import statistics
 import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from algoperf import runner
+from algoperf import runner, tuning
 from algoperf import submission as submission_lib
-from algoperf.random_utils import prng_key, split
+from algoperf.backends import pytorch as backend
+from algoperf.random_utils import prng_key, split, step_keys
+from algoperf.trial_config import TrialConfig, trial_seed, tuned_hyperparameters
 from workloads import registry
-
-NOOP_SUBMISSION = Path(__file__).resolve().parent / "noop_submission.py"
 
 
 class ListLogger:
-    """The least a metrics logger does (keep the values): the bare loop's stand-in for the runner's."""
+    """What a metrics logger must do (keep the values): the bare loop's stand-in for the runner's
+    `MetricsLogger`, whose writing of measurements.csv is the runner's own cost."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, dict[str, Any]]] = []
 
-    def append_scalar_metrics(self, metrics: dict[str, Any], global_step: int) -> None:
+    def append_scalar_metrics(self, metrics: dict[str, Any], global_step: int, **_: Any) -> None:
         self.rows.append((global_step, metrics))
 
 
-class FixedQueue:
-    """The same pre-built batches, cycled: identical inputs for both loops, no pipeline cost."""
-
-    def __init__(self, batches: list[dict[str, Any]]) -> None:
-        self._it = itertools.cycle(batches)
-
-    def __iter__(self) -> FixedQueue:
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        return next(self._it)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+def param_checksum(model: torch.nn.Module) -> float:
+    """The sum of every parameter (float64): equal for two loops that did the same steps."""
+    with torch.no_grad():
+        return float(sum(p.double().sum() for p in model.parameters()))
 
 
-def make_batches(workload_name: str, batch_size: int, n: int) -> list[dict[str, Any]]:
-    w = registry.load(workload_name)
-    queue = w.build_input_queue(prng_key(0), "train", None, batch_size)
-    return [next(queue) for _ in range(n)]
+def bare_loop(workload_name: str, submission: str, hparams: dict[str, Any] | None, seed: int,
+              steps: int) -> tuple[list[float], float]:
+    """(per-step times, parameter checksum) of a plain loop over `steps` steps.
 
-
-def bare_loop(workload_name: str, submission: str, hparams: dict[str, Any], batches: list, steps: int) -> list[float]:
-    """Per-step times of a plain loop: data_selection + update_params, nothing else."""
-    from algoperf import tuning
-
-    module = submission_lib.load(submission_lib.resolve(submission))
-    w = registry.load(workload_name)
+    Built exactly as `Trial._build_state` builds a trial of seed `seed` (same keys, same input
+    queue, model and optimizer), then only data_selection + update_params per step."""
+    source = submission_lib.resolve(submission, "pytorch")
+    module = submission_lib.load(source)
+    info = registry.get(workload_name)
+    backend.seed_everything(seed)
+    w = registry.load(workload_name, "pytorch")
     w.metrics_logger = ListLogger()
-    model, model_state = w.init_model_fn(prng_key(1))
-    hp = tuning.as_hyperparameters(hparams)
+    hp = tuning.as_hyperparameters(hparams) if hparams is not None else None
+    batch_size = submission_lib.batch_size(module, info)
+    data_rng, opt_rng, model_rng, rng = split(prng_key(seed), 4)
+    queue = w.build_input_queue(data_rng, "train", None, batch_size)
+    model, model_state = w.init_model_fn(model_rng, getattr(hp, "dropout_rate", None),
+                                         getattr(hp, "aux_dropout_rate", None))
     state = module.init_optimizer_state(workload=w, model_params=model, model_state=model_state,
-                                        hyperparameters=hp, rng=prng_key(2))
-    queue = FixedQueue(batches)
-    rng = split(prng_key(3), 2)
+                                        hyperparameters=hp, rng=opt_rng)
+    extra: dict[str, Any] = {}
+    if submission_lib.takes_train_state(module):
+        extra["train_state"] = types.MappingProxyType({})
     times = []
     last = time.perf_counter()
     for step in range(steps):
-        batch = module.data_selection(workload=w, input_queue=queue, optimizer_state=state,
-                                      current_param_container=model, model_state=model_state,
-                                      hyperparameters=hp, global_step=step, rng=rng[0])
+        select_rng, update_rng = step_keys(rng, step, 2)
+        batch = module.data_selection(
+            workload=w, input_queue=queue, optimizer_state=state, current_param_container=model,
+            model_state=model_state, hyperparameters=hp, global_step=step, rng=select_rng)
         state, model, model_state = module.update_params(
             workload=w, current_param_container=model, current_params_types=w.model_params_types,
             model_state=model_state, hyperparameters=hp, batch=batch, loss_type=w.loss_type,
-            optimizer_state=state, eval_results=[], global_step=step, rng=rng[1])
+            optimizer_state=state, eval_results=[], global_step=step, rng=update_rng, **extra)
         now = time.perf_counter()
         times.append(now - last)
         last = now
-    return times[1:]  # the first step (warm-up) is excluded, as for the runner
+    _close(queue)
+    return times[1:], param_checksum(model)
 
 
-def runner_loop(workload_name: str, submission: str, hparams: dict[str, Any], batches: list, steps: int) -> list[float]:
-    """Per-step submission times measured by the runner's own clock (loop overhead included)."""
+def runner_loop(workload_name: str, submission: str, hparams: dict[str, Any] | None, seed: int,
+                steps: int, threads: int) -> tuple[list[float], float]:
+    """(per-step submission times from the runner's clock, parameter checksum) of one trial."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = runner.TrialConfig(
+        config = TrialConfig(
             workload=workload_name, submission=submission, trial_dir=Path(tmp) / "t",
-            hyperparameters=hparams, max_steps=steps, max_runtime=math.inf, stop_at="never",
-            eval_every=10**9, record_step_times=True,
+            framework="pytorch", hyperparameters=hparams, seed=seed, max_steps=steps,
+            max_runtime=math.inf, stop_at="never", eval_every=10**9, threads=threads,
+            record_step_times=True,
         )
         trial = runner.Trial(config)
-        original_setup = trial.setup
+        result = trial.run()
+        if result.status != "max_steps" or trial.step_times is None:
+            raise RuntimeError(f"the runner's trial ended as {result.status!r} ({result.error})")
+        _close(trial.input_queue)
+        return trial.step_times[1:], param_checksum(trial.unwrapped_model)
 
-        def setup_with_fixed_batches() -> None:
-            original_setup()
-            trial.input_queue = FixedQueue(batches)
 
-        trial.setup = setup_with_fixed_batches  # type: ignore[method-assign]
-        trial.run()
-        assert trial.step_times is not None
-        return trial.step_times[1:]
+def _close(queue: Any) -> None:
+    close = getattr(queue, "close", None)
+    if close is not None:
+        close()
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
 
 
 def main() -> None:
@@ -125,41 +136,58 @@ def main() -> None:
     parser.add_argument("--workload", default="mnist1d")
     parser.add_argument("--submission", default="adamw")
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=8, help="timed AB pairs (after a warm-up pair)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads (default: the runner's, algoperf.runner.default_threads())")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    source = submission_lib.resolve(args.submission)
-    import json
 
-    tuned = json.loads((source.path.parent / "tuned_hyperparameters.json").read_text())[args.workload]
-    module = submission_lib.load(source)
-    batches = make_batches(args.workload, module.get_batch_size(args.workload), 64)
-    torch.manual_seed(0)
-    # One intra-op thread: the other core absorbs the machine's other jobs, which steadies both loops.
-    torch.set_num_threads(args.threads)
-    # Medians of per-step times, pooled over alternating rounds: robust to the bursts of other
-    # jobs on a shared machine, which a ratio of total times is not.
-    bare_all: list[float] = []
-    runner_all: list[float] = []
+    threads = args.threads or runner.default_threads()
+    torch.set_num_threads(threads)
+    source = submission_lib.resolve(args.submission, "pytorch")
+    hparams = tuned_hyperparameters(source, args.workload)
+    seed = trial_seed(args.seed, args.workload, 0, 1)
+    print(f"{args.workload} / {source.name}: {args.steps} steps per loop, {threads} intra-op threads "
+          f"(torch reports {torch.get_num_threads()}), {args.rounds} rounds after a warm-up pair",
+          flush=True)
+
+    def run(which: str) -> tuple[list[float], float]:
+        gc.collect()
+        if which == "A":
+            return runner_loop(args.workload, args.submission, hparams, seed, args.steps, threads)
+        return bare_loop(args.workload, args.submission, hparams, seed, args.steps)
+
+    run("A"), run("B")  # warm-up: imports, data generation, allocator, caches
+    ratios, a_totals, b_totals, a_steps, b_steps = [], [], [], [], []
+    checksums: set[float] = set()
     for r in range(args.rounds):
-        bare = bare_loop(args.workload, args.submission, tuned, batches, args.steps)
-        timed = runner_loop(args.workload, args.submission, tuned, batches, args.steps)
-        bare_all += bare
-        runner_all += timed
-        b, t = statistics.median(bare), statistics.median(timed)
-        print(f"round {r}: median step bare {b * 1e3:.3f} ms, runner {t * 1e3:.3f} ms, ratio {t / b:.4f}",
+        order = "AB" if r % 2 == 0 else "BA"
+        out = {which: run(which) for which in order}
+        (a, ca), (b, cb) = out["A"], out["B"]
+        checksums.update((ca, cb))
+        if torch.get_num_threads() != threads:
+            raise RuntimeError(f"the thread count changed to {torch.get_num_threads()} during the run")
+        a_totals.append(sum(a))
+        b_totals.append(sum(b))
+        a_steps += a
+        b_steps += b
+        ratios.append(a_totals[-1] / b_totals[-1])
+        print(f"round {r} ({order}): runner {a_totals[-1]:.3f} s, bare {b_totals[-1]:.3f} s "
+              f"for {len(a)} steps; ratio {ratios[-1]:.4f}; median step runner "
+              f"{statistics.median(a) * 1e3:.3f} ms, bare {statistics.median(b) * 1e3:.3f} ms",
               flush=True)
-    bare_step = statistics.median(bare_all)
-    print(f"mean step: bare {statistics.fmean(bare_all) * 1e3:.3f} ms, runner {statistics.fmean(runner_all) * 1e3:.3f} ms")
-    print(f"ab_ratio={statistics.median(runner_all) / bare_step:.4f}  (pooled medians; noise of a shared machine included)")
-    # The same comparison with a submission that does nothing: what is left is exactly the
-    # runner's own per-step work, measured to a fraction of a microsecond.
-    noop = runner_loop(args.workload, str(NOOP_SUBMISSION), {}, batches, 20_000)
-    noop_bare = bare_loop(args.workload, str(NOOP_SUBMISSION), {}, batches, 20_000)
-    overhead = statistics.median(noop) - statistics.median(noop_bare)
-    print(f"runner overhead per step: {overhead * 1e6:.2f} us (no-op submission: runner "
-          f"{statistics.median(noop) * 1e6:.2f} us, bare {statistics.median(noop_bare) * 1e6:.2f} us)")
-    print(f"overhead_ratio={(bare_step + overhead) / bare_step:.4f}")
+
+    print(f"same final parameters in every loop: {len(checksums) == 1} (checksums {sorted(checksums)})")
+    qa, qb = quartiles(a_totals), quartiles(b_totals)
+    print(f"loop time over rounds (q1 / median / q3): runner {qa[0]:.3f} / {qa[1]:.3f} / {qa[2]:.3f} s, "
+          f"bare {qb[0]:.3f} / {qb[1]:.3f} / {qb[2]:.3f} s")
+    print(f"per-step medians, pooled: runner {statistics.median(a_steps) * 1e3:.3f} ms, "
+          f"bare {statistics.median(b_steps) * 1e3:.3f} ms, ratio "
+          f"{statistics.median(a_steps) / statistics.median(b_steps):.4f}")
+    q = quartiles(ratios)
+    print(f"ratio runner/bare per round: min {min(ratios):.4f}, q1 {q[0]:.4f}, median {q[1]:.4f}, "
+          f"q3 {q[2]:.4f}, max {max(ratios):.4f}")
+    print(f"overhead_ratio={q[1]:.4f}")
 
 
 if __name__ == "__main__":
