@@ -1,8 +1,9 @@
 """Does each workload's training input keep up with its model? Pipeline alone vs model, and waiting.
 
-Per workload, on data in the real format and of the real per-example size (written by
+Per workload, on data in the real format and of the real per-example size (archives written by
 `algoperf.datasets.fixtures`: ImageNet JPEGs of about 500 x 375, 640-row k-space, utterances of
-2-20 s, WMT sentences of 10-40 words, Criteo day files, molecules of molpcba's sizes):
+2-20 s, WMT sentences of 10-40 words, Criteo day files, molecules of molpcba's sizes), turned by
+`algoperf datasets prepare` into what the pipeline reads:
 
 - `model ex/s`: the real PyTorch model's training step (forward, backward, SGD) at the bench
   batch size on this CPU, median of a few steps after one warm-up: what the model consumes;
@@ -14,9 +15,9 @@ Per workload, on data in the real format and of the real per-example size (writt
   they would with the real model). Fraction = wait / (wait + compute), first step included.
 
 Goals (issue 15), on this 2-core CPU: pipeline ex/s >= 3 x model ex/s, input_wait_fraction <= 0.05.
-Batch sizes are the reference's where the model steps in seconds here, smaller where it would not
-(the ratio of two rates barely depends on the batch size). Page cache: every file fits in memory,
-as a dataset on a local SSD read for the second time would.
+Batch sizes are small enough that the real model steps in a minute at most on this CPU (both rates
+grow about linearly with the batch size, so their ratio barely depends on it). Page cache: every
+file fits in memory, as a dataset on a local SSD read for the second time would.
 
     .venv/bin/python scripts/bench_input.py                  # every workload
     .venv/bin/python scripts/bench_input.py -w ogbg wmt      # some
@@ -29,9 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import pickle
 import statistics
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -60,96 +59,66 @@ PLAN: dict[str, tuple[int, int]] = {
 }
 
 
-# ---- data in the format each workload reads ---------------------------------------------------
-def _extract(archive: Path, into: Path) -> None:
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
+# ---- data: fixture archives in the real formats, through `algoperf datasets prepare` -------------
+def _prepare(dataset: str, root: Path, source: Path | None = None) -> Path:
+    from algoperf.datasets import recipe
+    from algoperf.datasets.prepare import prepare
+
+    mirror = root / "mirror"
+    return prepare(recipe(dataset), root / "data", mirror=str(mirror) if mirror.exists() else None,
+                   source=source, say=lambda line: None).parent
 
 
 def data_mnist(root: Path, batch: int, batches: int) -> Path:
-    fixtures.write_mnist(root, num_train=batch * batches * 6 // 5, num_test=1000)
-    return root
+    fixtures.write_mirror("mnist", root / "mirror", num_train=batch * batches * 6 // 5, num_test=1000)
+    return _prepare("mnist", root)
 
 
 def data_cifar(root: Path, batch: int, batches: int) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    per = batch * batches // 4
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        images, labels = fixtures.cifar_examples(per, i)
-        data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": data, b"labels": labels.tolist()}, f)
-    return root
+    fixtures.write_mirror("cifar", root / "mirror", per_batch=batch * batches // 4, num_test=512)
+    return _prepare("cifar", root)
 
 
 def data_imagenet(root: Path, batch: int, batches: int) -> Path:
-    wnids = [f"n{i:08d}" for i in range(8)]
-    raw = root / "raw"
-    fixtures.write_imagenet(raw, wnids, train_per_class=batch * batches // 8, val_labels=wnids,
+    from algoperf.datasets.imagenet import read_lines, tfds_label_file
+
+    wnids = read_lines(tfds_label_file("labels.txt"))[:8]
+    licensed = root / "licensed"
+    fixtures.write_imagenet(licensed, wnids, train_per_class=batch * batches // 8, val_labels=[],
                             realistic=True)
-    (root / "train").mkdir()
-    with tarfile.open(raw / fixtures.IMAGENET_TRAIN_TAR) as outer:
-        for member in outer:
-            inner = tarfile.open(fileobj=outer.extractfile(member))
-            inner.extractall(root / "train" / member.name[:-4], filter="data")
-    (root / "val").mkdir()
-    with tarfile.open(raw / fixtures.IMAGENET_VAL_TAR) as tar:
-        for i, member in enumerate(tar):
-            (root / "val" / wnids[i]).mkdir()
-            (root / "val" / wnids[i] / member.name).write_bytes(tar.extractfile(member).read())
-    return root
+    fixtures.write_sha256sums(licensed)
+    return _prepare("imagenet", root, licensed)
 
 
 def data_fastmri(root: Path, batch: int, batches: int) -> Path:
-    for sub, count in (("knee_singlecoil_train", batch * batches // 16), ("knee_singlecoil_val", 2)):
-        (root / sub).mkdir(parents=True)
-        for i in range(count):
-            volume = fixtures.fastmri_volume(16, 640, 368, 320, seed=i)
-            fixtures.write_fastmri_volume(root / sub / f"file{1000 + i}.h5", volume)
-    return root
+    licensed = root / "licensed"
+    fixtures.write_fastmri(licensed, train_volumes=batch * batches // 16, val_volumes=2, slices=16,
+                           realistic=True)
+    fixtures.write_sha256sums(licensed)
+    return _prepare("fastmri", root, licensed)
 
 
 def data_criteo(root: Path, batch: int, batches: int) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    per_day = batch * batches // 4
-    for day in (0, 1, 2, 3, 23):
-        (root / f"day_{day}").write_bytes(b"".join(fixtures.criteo_lines(per_day, day)))
-    return root
+    fixtures.write_mirror("criteo1tb", root / "mirror", lines_per_day=batch * batches // 23 + 1)
+    return _prepare("criteo1tb", root)
 
 
 def data_librispeech(root: Path, batch: int, batches: int) -> Path:
-    from workloads.librispeech.preparation import prepare
-
-    raw = root / "raw"
-    count = batch * batches
-    fixtures.write_librispeech(raw, {"train-clean-100": count, "dev-clean": 4}, seconds=(2.0, 20.0))
-    for archive in raw.glob("*.tar.gz"):
-        _extract(archive, raw)
-    prepare(raw / "LibriSpeech", root / "data", vocab_size=32, hard_vocab_limit=False)
-    return root / "data"
+    others = {s: 2 for s in fixtures.LIBRISPEECH_SUBSETS[1:]}
+    fixtures.write_mirror("librispeech", root / "mirror", seconds=(2.0, 20.0),
+                          utterances={"train-clean-100": batch * batches, **others})
+    return _prepare("librispeech", root)
 
 
 def data_wmt(root: Path, batch: int, batches: int) -> Path:
-    from workloads.wmt import workload as wmt
-
-    src = root / "src"
-    src.mkdir(parents=True)
-    pairs = fixtures.wmt_pairs(batch * batches * 8, 0, words=(10, 40))
-    for name, part in (("train", pairs), ("validation", pairs[:50]), ("test", pairs[50:100])):
-        (src / f"{name}.tsv").write_text("".join(f"{d}\t{e}\n" for d, e in part))
-    wmt.prepare(root / "data", src, vocab_size=64, hard_vocab_limit=False)
-    return root / "data"
+    # About 8 pairs of 10-40 words fill a packed row of 256 tokens.
+    fixtures.write_mirror("wmt", root / "mirror", train_per_archive=batch * batches * 2, words=(10, 40))
+    return _prepare("wmt", root)
 
 
 def data_ogbg(root: Path, batch: int, batches: int) -> Path:
-    import zipfile
-
-    fixtures.write_ogbg(root / "raw", num_graphs=batch * batches * 10 // 8)
-    with zipfile.ZipFile(root / "raw" / fixtures.OGBG_ARCHIVE) as z:
-        z.extractall(root / "raw")
-    (root / "raw" / "pcba").rename(root / "ogbg_molpcba")
-    return root
+    fixtures.write_mirror("ogbg", root / "mirror", num_graphs=batch * batches * 10 // 8)
+    return _prepare("ogbg", root)
 
 
 DATA: dict[str, Callable[[Path, int, int], Path]] = {
@@ -162,7 +131,6 @@ DATA: dict[str, Callable[[Path, int, int], Path]] = {
     "wmt": data_wmt,
     "ogbg": data_ogbg,
 }
-
 
 # ---- measurements -----------------------------------------------------------------------------
 def train_step(workload: Any, model: Any, state: Any, optimizer: Any, batch: Any, rng: Any) -> None:
@@ -192,13 +160,19 @@ def queue(workload: Any, batch_size: int, data_dir: Path) -> Any:
     return workload.build_input_queue(prng_key(1), "train", str(data_dir), batch_size)
 
 
+def close(q: Any) -> None:
+    getattr(q, "close", lambda: None)()
+
+
 def pipeline_seconds_per_batch(workload: Any, batch_size: int, data_dir: Path, batches: int) -> float:
     q = queue(workload, batch_size, data_dir)
     next(q)  # start-up (opening files, starting workers) is not the steady rate
     start = time.perf_counter()
     for _ in range(batches):
         next(q)
-    return (time.perf_counter() - start) / batches
+    seconds = (time.perf_counter() - start) / batches
+    close(q)
+    return seconds
 
 
 def compute_for(seconds: float, a: torch.Tensor) -> None:
@@ -219,6 +193,7 @@ def input_wait_fraction(workload: Any, batch_size: int, data_dir: Path, step: fl
         compute_for(step, a)
         wait += got - start
         busy += time.perf_counter() - got
+    close(q)
     return wait / (wait + busy)
 
 
@@ -226,7 +201,9 @@ def bench(name: str, root: Path, pipeline_batches: int, steps: int) -> dict[str,
     batch_size, batches = PLAN[name]
     data_dir = DATA[name](root / name, batch_size, batches)
     workload = registry.load(name, "pytorch", data="real", data_dir=str(data_dir))
-    first = next(queue(workload, batch_size, data_dir))
+    q = queue(workload, batch_size, data_dir)
+    first = next(q)
+    close(q)
     model_s = model_step_seconds(workload, first)
     del first
     print(f"# {name}: model step {model_s:.3f} s", flush=True)

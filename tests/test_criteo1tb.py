@@ -385,18 +385,6 @@ def test_single_day_23_is_cut_where_the_reference_cuts(criteo_dir):
     np.testing.assert_array_equal(np.concatenate([test["inputs"], val["inputs"]]), whole["inputs"])
 
 
-def test_prepare_checks_the_layout(tmp_path):
-    source = tmp_path / "source"
-    source.mkdir()
-    write_day(source / "day_0.gz", make_lines(2, 0), gz=True)
-    write_day(source / "day_23", make_lines(4, 1), gz=False)
-    data = criteo.prepare(tmp_path / "data", source)
-    assert sorted(p.name for p in data.iterdir()) == ["day_0.gz", "day_23"]
-    (data / "day_0.gz").unlink()
-    with pytest.raises(FileNotFoundError, match="No Criteo train files"):
-        criteo.prepare(data)
-
-
 def test_eval_batches_stream_in_order_with_padding(criteo_dir):
     workload = registry.load("criteo1tb", data="real", data_dir=str(criteo_dir))
     batches = list(workload.eval_split_batches("validation", 10**9, 3))

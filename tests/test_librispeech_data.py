@@ -14,7 +14,7 @@ from workloads.librispeech import input_pipeline as pipeline
 from workloads.librispeech.preparation import prepare
 from workloads.librispeech.tokenizer import Tokenizer
 
-LENGTHS = {"train-clean-100": [4_000, 5_000, 6_000, 7_000, 8_000], "dev-clean": [3_000, 4_500]}
+LENGTHS = {"train-clean-100": [4_000, 5_000, 6_000, 7_000, 8_000], "dev-clean": [3_000, 4_500, 3_500]}
 
 
 def write_subset(root, subset, lengths, rng):
@@ -44,13 +44,15 @@ def data_dir(tmp_path):
 
 
 def test_listing_is_read_by_its_id_column(data_dir):
-    assert pipeline.read_listing(data_dir / "dev-clean.csv") == ["19-198-0000", "19-198-0001"]
+    assert pipeline.read_listing(data_dir / "dev-clean.csv") == ["19-198-0000", "19-198-0001", "19-198-0002"]
 
 
 def test_eval_batches_pad_to_the_reference_lengths_with_weights(data_dir):
     workload = registry.load("librispeech_conformer", data="real", data_dir=str(data_dir))
-    batch = next(workload.eval_split_batches("validation", 10, 4))
-    assert batch["inputs"].shape == (4, 320_000) and batch["targets"].shape == (4, 256)
+    batches = list(workload.eval_split_batches("validation", 10, 2))
+    assert [b["inputs"].shape for b in batches] == [(2, 320_000)] * 2
+    assert [b["targets"].shape for b in batches] == [(2, 256)] * 2
+    batch = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     audio = np.load(data_dir / "dev-clean" / "19-198-0000_audio.npy")
     np.testing.assert_array_equal(batch["inputs"][0, :3_000], audio)
     assert (
@@ -61,9 +63,9 @@ def test_eval_batches_pad_to_the_reference_lengths_with_weights(data_dir):
     targets = np.load(data_dir / "dev-clean" / "19-198-0001_targets.npy")
     np.testing.assert_array_equal(batch["targets"][1, : len(targets)], targets)
     assert (batch["target_paddings"][1] == 0).sum() == len(targets)
-    # Two real utterances, two filler rows that are all padding and weigh nothing.
-    assert batch["weights"].tolist() == [1, 1, 0, 0]
-    assert batch["input_paddings"][2:].min() == 1
+    # Three real utterances, then a filler row that is all padding and weighs nothing.
+    assert batch["weights"].tolist() == [1, 1, 1, 0]
+    assert batch["input_paddings"][3:].min() == 1
 
 
 def test_eval_train_is_a_fixed_subset_of_the_training_utterances(data_dir):
@@ -135,7 +137,7 @@ def test_preparation_from_flac_and_transcripts(tmp_path):
     ids = pipeline.read_listing(out / "train-clean-100.csv")
     assert ids == [f"19-198-{i:04d}" for i in range(4)]
     audio = np.load(out / "train-clean-100" / "19-198-0002_audio.npy")
-    assert audio.dtype == np.int64
+    assert audio.dtype == np.int16  # the 16-bit samples, exactly
     np.testing.assert_array_equal(audio, waves[2])  # FLAC is lossless
     tokens = np.load(out / "train-clean-100" / "19-198-0002_targets.npy")
     assert tokens[-1] == 2 and Tokenizer(out / "spm_model.vocab").detokenize(tokens) == texts[2]

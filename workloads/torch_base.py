@@ -20,60 +20,103 @@ import torch.nn.functional as F
 from algoperf import spec
 from algoperf.backends import pytorch as backend
 from algoperf.random_utils import to_seed
+from workloads import input_pipeline
 from workloads.base import BaseWorkload
 
 
-def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """Numpy arrays to tensors on the device; float64 becomes float32 (the models' dtype)."""
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, np.ndarray):
-            if v.dtype == np.float64:
-                v = v.astype(np.float32)
-            out[k] = torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True)
-        else:
-            out[k] = v
-    return out
+def to_torch(batch: Any, device: torch.device) -> Any:
+    """Numpy arrays (in nested dicts too) to tensors on the device; float64 becomes float32.
+
+    On a GPU the host copy is pinned and the transfer asynchronous (`non_blocking`): called from
+    the input queue's background thread, it overlaps the step that is running.
+    """
+    if isinstance(batch, dict):
+        return {k: to_torch(v, device) for k, v in batch.items()}
+    if not isinstance(batch, np.ndarray):
+        return batch
+    if batch.dtype == np.float64:
+        batch = batch.astype(np.float32)
+    tensor = torch.from_numpy(np.ascontiguousarray(batch))
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
-def shard(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """This process's slice of a global batch under data parallelism (all of it otherwise)."""
+def shard(batch: dict[str, Any], layout: str = "rows") -> dict[str, Any]:
+    """This process's share of a global numpy batch under data parallelism (all of it otherwise)."""
     n = backend.world_size()
     if n == 1:
         return batch
-    rank = torch.distributed.get_rank()
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, np.ndarray):
-            per = len(v) // n
-            out[k] = v[rank * per : (rank + 1) * per]
-        else:
-            out[k] = v
-    return out
+    return input_pipeline.shard(batch, torch.distributed.get_rank(), n, layout)
 
 
 EVALUATED = "__evaluated_examples__"
 
 
-class TorchInputQueue:
-    """Device batches from a numpy stream; `state_dict()` is the stream's position."""
+class _OnDevice:
+    """A device batch whose asynchronous copy (on a side CUDA stream) may still be running."""
 
-    def __init__(self, stream: Any, device: torch.device, convert: Any = None) -> None:
+    def __init__(self, batch: Any, event: Any) -> None:
+        self.batch, self.event = batch, event
+
+
+def _record_stream(tree: Any, stream: Any) -> None:
+    if isinstance(tree, dict):
+        for v in tree.values():
+            _record_stream(v, stream)
+    elif isinstance(tree, torch.Tensor):
+        tree.record_stream(stream)
+
+
+class TorchInputQueue:
+    """Device batches from a numpy stream, made ahead in a background thread (`Prefetcher`).
+
+    `convert` (this process's share of the batch, copied to the device) runs in the background
+    thread; on a GPU the copy goes through a side CUDA stream, and the step's stream waits for it
+    only when it takes the batch. `state_dict()` is the stream's position after the last batch
+    handed to the submission.
+    """
+
+    def __init__(
+        self,
+        stream: Any,
+        device: torch.device,
+        convert: Any = None,
+        buffer_size: int = input_pipeline.PREFETCH_BATCHES,
+    ) -> None:
         self.stream = stream
         self.device = device
         self.convert = convert or (lambda batch: to_torch(shard(batch), device))
+        self._copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._queue = input_pipeline.Prefetcher(stream, self._produce, buffer_size)
+
+    def _produce(self, batch: Any) -> Any:
+        if self._copy_stream is None:
+            return self.convert(batch)
+        with torch.cuda.stream(self._copy_stream):
+            moved = self.convert(batch)
+        return _OnDevice(moved, self._copy_stream.record_event())
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
-        return self.convert(next(self.stream))
+        item = next(self._queue)
+        if isinstance(item, _OnDevice):
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(item.event)
+            _record_stream(item.batch, current)
+            return item.batch
+        return item
 
     def state_dict(self) -> dict[str, Any]:
-        return self.stream.state_dict()
+        return self._queue.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state)
+        self._queue.load_state_dict(state)
+
+    def close(self) -> None:
+        self._queue.close()
 
 
 @contextlib.contextmanager
@@ -110,6 +153,9 @@ class TorchWorkload(BaseWorkload):
     def init_model_fn(
         self, rng: spec.RandomState, dropout_rate: float | None = None, aux_dropout_rate: float | None = None
     ) -> tuple[torch.nn.Module, spec.ModelAuxiliaryState]:
+        # v0.5/v0.6-era submissions choose dropout here; the rate given at init is the one
+        # model_fn uses when its caller passes none (the current reference passes it there).
+        self._init_dropout, self._init_aux_dropout = dropout_rate, aux_dropout_rate
         torch.manual_seed(to_seed(rng))
         model = self.build_model().to(self.device)
         self._model_takes_dropout = "dropout_rate" in inspect.signature(model.forward).parameters
@@ -127,10 +173,19 @@ class TorchWorkload(BaseWorkload):
         names = [n for n, _ in self._param_shapes.items()] if self._param_shapes else []
         return bool(names) and param_key in names[-2:]
 
+    def dropout_rate(self, dropout_rate: float | None) -> float | None:
+        """The rate a forward pass uses: the caller's, else the one given at init, else the
+        workload's default."""
+        if dropout_rate is not None:
+            return dropout_rate
+        if getattr(self, "_init_dropout", None) is not None:
+            return self._init_dropout
+        return self.info.default_dropout
+
     def forward(self, model: torch.nn.Module, batch: dict[str, Any], dropout_rate: float | None) -> Any:
         """The model's output on a device batch; workloads with several inputs override this."""
         if self._model_takes_dropout:
-            rate = self.info.default_dropout if dropout_rate is None else dropout_rate
+            rate = self.dropout_rate(dropout_rate)
             return model(batch["inputs"], dropout_rate=rate)
         return model(batch["inputs"])
 
@@ -153,9 +208,6 @@ class TorchWorkload(BaseWorkload):
         return logits, model_state
 
     # ---- loss --------------------------------------------------------------------------------
-        # v0.5/v0.6-era submissions choose dropout here; the rate given at init is the one
-        # model_fn uses when its caller passes none (the current reference passes it there).
-        self._init_dropout, self._init_aux_dropout = dropout_rate, aux_dropout_rate
     def loss_fn(
         self,
         label_batch: torch.Tensor,
@@ -173,15 +225,6 @@ class TorchWorkload(BaseWorkload):
                 per_example = F.cross_entropy(
                     logits_batch, label_batch.long(), reduction="none", label_smoothing=label_smoothing
                 )
-    def dropout_rate(self, dropout_rate: float | None) -> float | None:
-        """The rate a forward pass uses: the caller's, else the one given at init, else the
-        workload's default."""
-        if dropout_rate is not None:
-            return dropout_rate
-        if getattr(self, "_init_dropout", None) is not None:
-            return self._init_dropout
-        return self.info.default_dropout
-
         elif kind == spec.LossType.SIGMOID_CROSS_ENTROPY:
             labels = label_batch.float() * (1.0 - label_smoothing) + 0.5 * label_smoothing
             per_example = F.binary_cross_entropy_with_logits(logits_batch, labels, reduction="none")
@@ -216,9 +259,13 @@ class TorchWorkload(BaseWorkload):
             raise ValueError("build_input_queue serves the train split; evals use eval_model")
         return TorchInputQueue(self.train_batches(global_batch_size, to_seed(data_rng)), self.device, self.device_batch)
 
+    # How a global batch divides among processes (`input_pipeline.shard`): by rows, or (OGBG) one
+    # packed batch per device stacked on a leading axis.
+    batch_layout = "rows"
+
     def device_batch(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         """A numpy batch as the model and the submission get it: this process's share, on the device."""
-        return to_torch(shard(batch), self.device)
+        return to_torch(shard(batch, self.batch_layout), self.device)
 
     # ---- eval --------------------------------------------------------------------------------
     def _eval_model_on_split(
@@ -234,7 +281,7 @@ class TorchWorkload(BaseWorkload):
     ) -> dict[str, float]:
         totals: dict[str, Any] = {}
         for batch in self.eval_split_batches(split, num_examples, global_batch_size):
-            device_batch = to_torch(shard(batch), self.device)
+            device_batch = self.device_batch(batch)
             for name, value in self.eval_batch(params, model_state, device_batch, rng).items():
                 totals[name] = totals.get(name, 0.0) + value
             # Count what was evaluated: a split smaller than num_examples (a fixture) is averaged

@@ -221,26 +221,29 @@ def write_fastmri_volume(path: Path, volume: dict[str, Any]) -> None:
 def write_fastmri(
     folder: Path,
     train_volumes: int = 2,
-    val_volumes: int = 3,
+    val_volumes: int = 102,
     slices: int = 3,
+    val_slices: int = 1,
     realistic: bool = False,
     seed: int = 0,
 ) -> list[str]:
     """`knee_singlecoil_{train,val}.tar.xz` holding `singlecoil_{train,val}/file<id>.h5`.
 
     Real volumes are 640 x W (W about 368) k-space with 320 x 320 targets; small ones 64 x 48
-    with 32 x 32 targets (the pipeline crops the centre to the target's size either way).
+    with 32 x 32 targets (the pipeline crops the centre to the target's size either way). The
+    validation split is the first 100 validation volumes and the test split the rest, so a
+    fixture needs more than 100 of them (one slice each is enough).
     """
     folder.mkdir(parents=True, exist_ok=True)
     height, width, crop = (640, 368, 320) if realistic else (64, 48, 32)
-    for archive, sub, count, offset in (
-        (FASTMRI_TRAIN_ARCHIVE, "singlecoil_train", train_volumes, 1000000),
-        (FASTMRI_VAL_ARCHIVE, "singlecoil_val", val_volumes, 1001000),
+    for archive, sub, count, offset, per_volume in (
+        (FASTMRI_TRAIN_ARCHIVE, "singlecoil_train", train_volumes, 1000000, slices),
+        (FASTMRI_VAL_ARCHIVE, "singlecoil_val", val_volumes, 1001000, val_slices),
     ):
         with tarfile.open(folder / archive, "w:xz", preset=0) as tar:
             for i in range(count):
                 buffer = io.BytesIO()
-                write_fastmri_volume(buffer, fastmri_volume(slices, height, width, crop, seed + offset + i))  # type: ignore[arg-type]
+                write_fastmri_volume(buffer, fastmri_volume(per_volume, height, width, crop, seed + offset + i))  # type: ignore[arg-type]
                 _tar_add_bytes(tar, f"{sub}/file{offset + i}.h5", buffer.getvalue())
     return [FASTMRI_TRAIN_ARCHIVE, FASTMRI_VAL_ARCHIVE]
 
@@ -289,10 +292,12 @@ LIBRISPEECH_SUBSETS = (
 _WORDS = ("ALPHA", "BETA", "GAMMA", "DELTA", "EPSILON", "ZETA", "ETA", "THETA")
 
 
-def librispeech_utterance(rng: np.random.Generator, seconds: float) -> tuple[np.ndarray, str]:
+def librispeech_utterance(
+    rng: np.random.Generator, seconds: float, words: np.ndarray | None = None
+) -> tuple[np.ndarray, str]:
     """16 kHz int16 tones, one pitch per word, and the transcript of those words."""
-    count = max(1, int(round(seconds / 0.4)))
-    words = rng.integers(0, len(_WORDS), count)
+    count = max(1, int(round(seconds / 0.4))) if words is None else len(words)
+    words = rng.integers(0, len(_WORDS), count) if words is None else words
     segment = int(16_000 * seconds / count)
     t = np.arange(segment) / 16_000
     wave = np.concatenate([np.sin(2 * np.pi * (300 + 250 * w) * t) for w in words])
@@ -319,7 +324,10 @@ def write_librispeech(
         with tarfile.open(folder / name, "w:gz", compresslevel=1) as tar:
             lines = []
             for i in range(count):
-                audio, text = librispeech_utterance(rng, float(rng.uniform(*seconds)))
+                # The first utterance says every word, so that a tokenizer trained on any one
+                # subset (the reference trains it on train-clean-100) knows every letter.
+                every = np.arange(len(_WORDS)) if i == 0 else None
+                audio, text = librispeech_utterance(rng, float(rng.uniform(*seconds)), every)
                 uid = f"{speaker}-{chapter}-{i:04d}"
                 buffer = io.BytesIO()
                 soundfile.write(buffer, audio, 16_000, format="FLAC", subtype="PCM_16")

@@ -186,24 +186,21 @@ def plan_sources(
     plan = Plan()
     files = recipe.files
     base = mirror_base(mirror, recipe.name) if mirror else None
-    override = _checksum_list(base) if base else None
-    if override:
-        say(
-            f"{recipe.name}: the mirror {base} lists its own checksums: its files are checked against "
-            "those, not the canonical ones (a re-packaged copy or a test fixture)."
-        )
+    override = _own_checksums(recipe, base, "mirror", say) if base else None
+    given_override = _own_checksums(recipe, str(source), "--source folder", say) if source and Path(source).is_dir() else None
     approx = recipe.manifest.get("approx_source_bytes")
     for f in files:
         expected = Expected(f.size, f.sha256, f.md5)
-        if override and f.name in override[0]:
-            expected = Expected(None, **{override[1]: override[0][f.name]})
         downloaded = out / DOWNLOADS / f.name
         given = _given(source, f)
+        lists = given_override if given is not None else override
+        if lists and f.name in lists[0]:
+            expected = Expected(None, **{lists[1]: lists[0][f.name]})
         if downloaded.exists():
             plan.local[f.name] = downloaded
             plan.source_bytes += downloaded.stat().st_size
         elif given is not None:
-            why = mismatch(given, expected) if not override else None
+            why = mismatch(given, expected)
             if why is not None:
                 raise DatasetUnavailableError(
                     f"{given} {why}: it is not the {recipe.name} file {f.name} this preparation "
@@ -225,6 +222,19 @@ def plan_sources(
         else:
             raise DatasetUnavailableError(_licensed_message(recipe, source))
     return plan
+
+
+def _own_checksums(
+    recipe: Recipe, base: str, what: str, say: Callable[[str], None]
+) -> tuple[dict[str, str], str] | None:
+    found = _checksum_list(base)
+    if found and any(f.name in found[0] for f in recipe.files):
+        say(
+            f"{recipe.name}: the {what} {base} lists its own checksums: its files are checked against "
+            "those, not the canonical ones (a re-packaged copy or a test fixture)."
+        )
+        return found
+    return None
 
 
 def _given(source: Path | None, f: RemoteFile) -> Path | None:

@@ -1,6 +1,7 @@
 """CIFAR-10 with ResNet-18, a development workload (WORKLOADS.md).
 
-Data: the CIFAR-10 python-pickle batches (`data_batch_1` ... `data_batch_5`, `test_batch`, as in
+Data: the uint8 arrays `algoperf datasets prepare cifar` writes (`train_images.npy`, ...), or the
+CIFAR-10 python-pickle batches (`data_batch_1` ... `data_batch_5`, `test_batch`, as in
 `cifar-10-batches-py/`): train = the first 45,000 training images, validation = the last 5,000,
 test = the 10,000 test images; eval-train = 5,120 training images drawn at random (the
 reference rounds the validation size up to whole eval batches of 1,024). Training batches get
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from algoperf.spec import LossType
-from workloads.input_pipeline import ArrayBatchStream, teacher_labels
+from workloads.input_pipeline import ArrayBatchStream, prepared_dir, teacher_labels
 from workloads.registry import WorkloadInfo
 
 MEAN = np.array([0.49139968, 0.48215827, 0.44653124], dtype=np.float32)
@@ -130,23 +131,39 @@ class CifarData:
     def _folder(self) -> Path:
         if not self.data_dir:
             raise FileNotFoundError(
-                "cifar reads the CIFAR-10 python batches from --data-dir "
-                "(cifar-10-batches-py/), or use --data synthetic."
+                "cifar reads the arrays of `algoperf datasets prepare cifar` (or the CIFAR-10 python "
+                "batches, cifar-10-batches-py/) from --data-dir, or use --data synthetic."
             )
-        root = Path(self.data_dir)
+        root = prepared_dir(self.data_dir, "cifar")
         return root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
 
-    def _uint8_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def _read(self, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """'train' or 'test' images (N, 32, 32, 3) uint8 and labels: prepared arrays, else pickles."""
         folder = self._folder()
-        if split == "test":
+        if (folder / f"{part}_images.npy").exists():
+            return (
+                np.load(folder / f"{part}_images.npy", mmap_mode="r"),
+                np.load(folder / f"{part}_labels.npy"),
+            )
+        if part == "test":
             if not (folder / "test_batch").exists():
-                raise FileNotFoundError(f"No CIFAR-10 test batch (test_batch) in {folder}.")
+                raise FileNotFoundError(
+                    f"No CIFAR-10 test split in {folder}: expected test_images.npy (algoperf "
+                    "datasets prepare cifar) or the python batch test_batch."
+                )
             return read_batch(folder / "test_batch")
         parts = [read_batch(folder / name) for name in TRAIN_FILES if (folder / name).exists()]
         if not parts:
-            raise FileNotFoundError(f"No CIFAR-10 training batches (data_batch_1 ...) in {folder}.")
-        images = np.concatenate([p[0] for p in parts])
-        labels = np.concatenate([p[1] for p in parts])
+            raise FileNotFoundError(
+                f"No CIFAR-10 training split in {folder}: expected train_images.npy (algoperf "
+                "datasets prepare cifar) or the python batches data_batch_1 ..."
+            )
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _uint8_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split == "test":
+            return self._read("test")
+        images, labels = self._read("train")
         # 45,000 / 5,000 of the real 50,000; a smaller folder (a fixture) is cut 9 : 1 alike.
         cut = min(NUM_TRAIN, len(images) * 9 // 10)
         if split == "validation":

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from algoperf.spec import LossType
-from workloads.input_pipeline import ArrayBatchStream
+from workloads.input_pipeline import ArrayBatchStream, prepared_dir
 from workloads.registry import WorkloadInfo
 
 TRAIN_DIR, VAL_DIR = "knee_singlecoil_train", "knee_singlecoil_val"
@@ -268,6 +268,7 @@ def padded_batches(
     import grain
 
     n = min(num_examples, len(source))
+    batch_size = min(batch_size, max(n, 1))  # a split smaller than a batch: no padding to compute
     dataset = grain.MapDataset.source(source)[:n].batch(
         batch_size, drop_remainder=False, batch_fn=_stack
     )
@@ -299,7 +300,7 @@ class FastMriData:
                     "The fastmri workload reads HDF5 volumes from --data-dir (with "
                     f"{TRAIN_DIR}/ and {VAL_DIR}/ inside); pass it, or use --data synthetic."
                 )
-            cache[key] = slice_index(split_files(self.data_dir, split))
+            cache[key] = slice_index(split_files(prepared_dir(self.data_dir, "fastmri"), split))
         return cache[key]
 
     def train_batches(self, global_batch_size: int, seed: int) -> Any:

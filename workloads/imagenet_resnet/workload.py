@@ -2,7 +2,8 @@
 
 Data in --data-dir, either layout:
 - ImageFolder: `train/<wnid>/*.JPEG` and `val/<wnid>/*.JPEG` (class index = rank of the wnid);
-- TFDS ArrayRecord: `imagenet2012/<version>/imagenet2012-{train,validation}.array_record-*`.
+- TFDS ArrayRecord: `imagenet2012/<version>/imagenet2012-{train,validation}.array_record-*`
+  (what `algoperf datasets prepare imagenet` writes, from the ILSVRC2012 tarballs).
 The test split is ImageNet-v2 (matched frequency), looked up in the `imagenet_v2_data_dir` option
 (or the directory `eval_model` is given), else in --data-dir: an ImageFolder of class folders
 `0` ... `999` (the release's `imagenetv2-matched-frequency-format-val/`, or `imagenet_v2/`), or
@@ -26,7 +27,7 @@ import numpy as np
 from algoperf.spec import LossType
 from workloads.imagenet_resnet import input_pipeline as pipeline
 from workloads.imagenet_resnet.records import ArrayRecordImages, array_record_files
-from workloads.input_pipeline import ArrayBatchStream, teacher_labels
+from workloads.input_pipeline import ArrayBatchStream, prepared_dir, teacher_labels
 from workloads.registry import WorkloadInfo
 
 NUM_CLASSES = 1000
@@ -141,9 +142,10 @@ class ImagenetData:
         if not self.data_dir:
             raise FileNotFoundError(
                 f"{self.info.name} reads ImageNet from --data-dir (train/ and val/ ImageFolder trees, or "  # type: ignore[attr-defined]
-                "TFDS imagenet2012 ArrayRecord files); pass it, or use --data synthetic."
+                "TFDS imagenet2012 ArrayRecord files of `algoperf datasets prepare imagenet`); pass it, "
+                "or use --data synthetic."
             )
-        return Path(self.data_dir)
+        return prepared_dir(self.data_dir, "imagenet")
 
     def source(self, split: str) -> Any:
         """Random access to (JPEG bytes, label) of 'train', 'validation' or 'test' (ImageNet-v2)."""
@@ -166,7 +168,7 @@ class ImagenetData:
         )
 
     def _test_source(self) -> Any:
-        roots = [Path(d) for d in (self.options.get("imagenet_v2_data_dir"), self.data_dir) if d]
+        roots = [prepared_dir(d, "imagenet") for d in (self.options.get("imagenet_v2_data_dir"), self.data_dir) if d]
         if not roots:
             self._data_root()
         for root in roots:
@@ -214,7 +216,8 @@ class ImagenetData:
             full = self.source(split)
             source = pipeline.Subset(full, np.arange(min(num_examples, len(full))))
         preprocess = pipeline.imagenet_v2_example if split == "test" else pipeline.eval_example
-        return pipeline.eval_batches(source, batch_size, preprocess)
+        # A split smaller than the eval batch (a fixture) is one batch of its own size.
+        return pipeline.eval_batches(source, min(batch_size, max(len(source), 1)), preprocess)
 
     def eval_model(
         self,

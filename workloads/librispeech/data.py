@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from workloads.input_pipeline import ArrayBatchStream
+from workloads.input_pipeline import ArrayBatchStream, prepared_dir
 from workloads.input_pipeline import eval_batches as array_eval_batches
 from workloads.librispeech import input_pipeline as pipeline
 from workloads.librispeech.tokenizer import TOKENIZER_FILE, Tokenizer
@@ -29,9 +29,9 @@ class LibriSpeechData:
         if not self.data_dir:
             raise FileNotFoundError(
                 "LibriSpeech is read from --data-dir (the preprocessed .npy files of `algoperf "
-                "datasets prepare librispeech_conformer`); or use --data synthetic."
+                "datasets prepare librispeech`); or use --data synthetic."
             )
-        return Path(self.data_dir)
+        return prepared_dir(self.data_dir, "librispeech")
 
     def synthetic_split(self, split: str) -> dict[str, np.ndarray]:
         return pipeline.synthetic_examples(self.synthetic_sizes[split], SYNTHETIC_SEEDS[split])
@@ -47,9 +47,9 @@ class LibriSpeechData:
     ) -> Iterator[dict[str, np.ndarray]]:
         if self.data == "synthetic":
             return array_eval_batches(self.split_arrays(split), num_examples, batch_size)  # type: ignore[attr-defined]
-        return pipeline.eval_batches(
-            pipeline.eval_files(self._data_dir(), split, num_examples), batch_size
-        )
+        files = pipeline.eval_files(self._data_dir(), split, num_examples)
+        # A split smaller than the eval batch (a fixture) is one batch of its own size.
+        return pipeline.eval_batches(files, min(batch_size, max(len(files), 1)))
 
     def detokenize(self, ids: Sequence[int] | np.ndarray) -> str:
         """A transcript from token ids (the CTC blank, id 0, is never among them)."""
@@ -58,16 +58,3 @@ class LibriSpeechData:
         if self._tokenizer is None:
             self._tokenizer = Tokenizer(self._data_dir() / TOKENIZER_FILE)
         return self._tokenizer.detokenize(ids)
-
-
-def prepare(data_dir: Path, source: Path | None = None) -> Path:
-    """`algoperf datasets prepare` for either LibriSpeech workload."""
-    from workloads.librispeech.preparation import prepare as prepare_librispeech
-
-    if source is None:
-        raise FileNotFoundError(
-            "LibriSpeech cannot be downloaded here: pass --source the folder holding the extracted "
-            "LibriSpeech/ tree (train-clean-100/, dev-clean/, ... with *.flac and *.trans.txt)."
-        )
-    prepare_librispeech(source, data_dir)
-    return Path(data_dir)

@@ -5,10 +5,7 @@ Data, tokenizer, preparation and metrics: workloads/librispeech/. Model: torch_w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from algoperf.spec import LossType
-from workloads.librispeech import data
 from workloads.registry import WorkloadInfo
 
 VALIDATION_EXAMPLES = 5_348
@@ -65,8 +62,3 @@ WORKLOADS = [
         model_options={"activation": "gelu"},
     ),
 ]
-
-
-def prepare(data_dir: Path, source: Path | None = None) -> Path:
-    """Tokenizer, .npy files and listings from a LibriSpeech tree (`--source`)."""
-    return data.prepare(data_dir, source)

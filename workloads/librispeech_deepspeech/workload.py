@@ -5,9 +5,6 @@ Same data, tokenizer, preparation and metrics as the Conformer (workloads/libris
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from workloads.librispeech import data
 from workloads.librispeech_conformer.workload import BASE as CONFORMER
 from workloads.registry import WorkloadInfo
 
@@ -68,8 +65,3 @@ WORKLOADS = [
         n_params={"pytorch": 18_392_576, "jax": 18_380_288},
     ),
 ]
-
-
-def prepare(data_dir: Path, source: Path | None = None) -> Path:
-    """Tokenizer, .npy files and listings from a LibriSpeech tree (`--source`)."""
-    return data.prepare(data_dir, source)

@@ -10,7 +10,7 @@ import numpy as np
 
 from algoperf.datasets import fetch
 from algoperf.spec import LossType
-from workloads.input_pipeline import teacher_labels
+from workloads.input_pipeline import prepared_dir, teacher_labels
 from workloads.registry import WorkloadInfo
 
 WORKLOADS = [
@@ -91,7 +91,7 @@ class MnistData:
         return TRAIN_STDDEV
 
     def real_split(self, split: str) -> dict[str, np.ndarray]:
-        folder = Path(self.data_dir) if self.data_dir else default_data_dir()
+        folder = prepared_dir(self.data_dir, "mnist") if self.data_dir else default_data_dir()
         fetch("MNIST", FILES, folder, CANONICAL_URL)
         prefix = "t10k" if split == "test" else "train"
         images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
@@ -109,9 +109,3 @@ class MnistData:
         offset = {"train": 0, "eval_train": 0, "validation": 1, "test": 2}[split]
         x = np.random.default_rng(1000 + offset).standard_normal((n, 1, 28, 28)).astype(np.float32)
         return {"inputs": x, "targets": teacher_labels(x, 10, seed=0)}
-
-
-def prepare(data_dir: Path, source: Path | None = None) -> Path:
-    """Downloads the four IDX files into data_dir (from ALGOPERF_DATASET_MIRROR if set)."""
-    fetch("MNIST", FILES, Path(data_dir), str(source) if source else CANONICAL_URL)
-    return Path(data_dir)

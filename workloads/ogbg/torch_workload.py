@@ -255,19 +255,9 @@ class OgbgWorkload(OgbgData, TorchWorkload):
     def is_output_params(self, param_key: spec.ParameterKey) -> bool:
         return param_key.removeprefix("module.") in ("decoder.weight", "decoder.bias")
 
-    def device_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Graph arrays, targets and weights on the device; this process's shard under DDP."""
-        rank = torch.distributed.get_rank() if backend.world_size() > 1 else None
-
-        def put(array: np.ndarray) -> torch.Tensor:
-            part = array if rank is None else array[rank]
-            return torch.from_numpy(np.ascontiguousarray(part)).to(self.device, non_blocking=True)
-
-        return {
-            "inputs": {k: put(v) for k, v in batch["inputs"].items()},
-            "targets": put(batch["targets"]),
-            "weights": put(batch["weights"]),
-        }
+    # Each process trains on its own packed batch of graphs (stacked on a leading device axis by
+    # the stream), as the reference packs one batch per device: sharding by graphs, never by rows.
+    batch_layout = "devices"
 
     def forward(self, model: nn.Module, batch: dict[str, Any], dropout_rate: float | None) -> Any:
         rate = self.dropout_rate(dropout_rate)

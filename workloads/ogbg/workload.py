@@ -1,6 +1,7 @@
 """ogbg-molpcba with a GraphNetwork GNN, and its three variants (WORKLOADS.md).
 
-Data: the OGB raw layout in `<data_dir>/ogbg_molpcba/` (or `<data_dir>` itself), headerless CSVs:
+Data: the arrays `algoperf datasets prepare ogbg` writes (`nodes.npy`, ...), or else the OGB raw layout in `<data_dir>/ogbg_molpcba/` (or `<data_dir>`
+itself), headerless CSVs:
 `raw/edge.csv.gz` (one bond per row: two node indices local to the molecule),
 `raw/node-feat.csv.gz` (9 integer atom features per node), `raw/edge-feat.csv.gz` (3 integer
 bond features per bond), `raw/num-node-list.csv.gz` and `raw/num-edge-list.csv.gz` (one count per
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from algoperf.spec import LossType
+from workloads.input_pipeline import prepared_dir
 from workloads.registry import WorkloadInfo
 
 AVG_NODES_PER_GRAPH, AVG_EDGES_PER_GRAPH = 26, 56
@@ -174,6 +176,45 @@ def _read_csv(path: Path, dtype: Any) -> np.ndarray:
 
 def ogb_folder(root: Path) -> Path:
     return root / "ogbg_molpcba" if (root / "ogbg_molpcba").is_dir() else root
+
+
+# The prepared arrays (`algoperf datasets prepare ogbg`): name -> (Graphs attribute, stored dtype).
+# Atom and bond features are small integers and labels 0, 1 or NaN: uint8 and float16 hold them
+# exactly; `Graphs` turns them back into float32.
+ARRAYS = {
+    "nodes": np.uint8,
+    "edges": np.uint8,
+    "edge_index": np.int32,
+    "n_node": np.int32,
+    "n_edge": np.int32,
+    "labels": np.float16,
+}
+SPLITS_FILES = {"train": "split_train.npy", "valid": "split_valid.npy", "test": "split_test.npy"}
+
+
+def save_arrays(graphs: Graphs, splits: dict[str, np.ndarray], folder: Path) -> list[Path]:
+    """Writes the molecules and the split indices as `.npy` files; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, dtype in ARRAYS.items():
+        values = getattr(graphs, name)
+        if np.issubdtype(dtype, np.integer) and values.size and values.max() > np.iinfo(dtype).max:
+            raise ValueError(f"{name} holds {values.max()}, more than {np.dtype(dtype).name} stores")
+        np.save(folder / f"{name}.npy", values.astype(dtype))
+        written.append(folder / f"{name}.npy")
+    for name, file in SPLITS_FILES.items():
+        np.save(folder / file, np.asarray(splits[name], np.int64))
+        written.append(folder / file)
+    return written
+
+
+def has_arrays(folder: Path) -> bool:
+    return all((folder / f"{n}.npy").exists() for n in ARRAYS)
+
+
+def load_arrays(folder: Path) -> tuple[Graphs, dict[str, np.ndarray]]:
+    graphs = Graphs(**{n: np.load(folder / f"{n}.npy") for n in ARRAYS})
+    return graphs, {name: np.load(folder / file) for name, file in SPLITS_FILES.items()}
 
 
 def load_ogb(root: Path) -> tuple[Graphs, dict[str, np.ndarray]]:
@@ -565,7 +606,8 @@ class OgbgData:
                 "(ogbg_molpcba/raw/*.csv.gz, split/scaffold/*.csv.gz), or use --data synthetic"
             )
         if self._ogb is None:
-            self._ogb = load_ogb(Path(self.data_dir))
+            root = prepared_dir(self.data_dir, "ogbg")
+            self._ogb = load_arrays(root) if has_arrays(root) else load_ogb(root)
         graphs, splits = self._ogb
         if split == "eval_train":
             # The reference evaluates a shuffled draw of the training set; here a fixed one.
@@ -586,4 +628,7 @@ class OgbgData:
     ) -> Iterator[dict[str, Any]]:
         graphs = self.split_graphs(split)
         graphs = graphs.subset(np.arange(min(num_examples, len(graphs))))
+        # A split smaller than the eval batch (a fixture) is packed with its own size as the
+        # budget, not padded to 32,768 graphs; a real split is larger than the batch.
+        batch_size = min(batch_size, max(len(graphs), self.num_shards()))
         return eval_graph_batches(graphs, batch_size, self.num_shards())

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from algoperf.spec import LossType
+from workloads.input_pipeline import prepared_dir
 from workloads.registry import WorkloadInfo
 from workloads.wmt import input_pipeline as pipeline
 from workloads.wmt import tokenizer as tok
@@ -234,7 +235,7 @@ class WmtData:
                 "wmt reads its data from --data-dir (train.tsv, validation.tsv, test.tsv and "
                 "sentencepiece.model; see workloads/wmt/workload.py), or use --data synthetic."
             )
-        return Path(self.data_dir)
+        return prepared_dir(self.data_dir, "wmt")
 
     def tokenizer(self) -> tok.Tokenizer:
         if self._tokenizer is None:
@@ -293,6 +294,7 @@ class WmtData:
         self, split: str, num_examples: int, batch_size: int
     ) -> Iterator[dict[str, np.ndarray]]:
         order = self.eval_order(split, num_examples)
+        # A split smaller than the eval batch (a fixture) is one batch of its own size.
         return pipeline.eval_batches(
-            self.pairs(split), order, len(order), batch_size, self.max_length
+            self.pairs(split), order, len(order), min(batch_size, max(len(order), 1)), self.max_length
         )
