@@ -3,6 +3,7 @@ served by a real HTTP server on 127.0.0.1 (licensed ones from a --source folder)
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -253,3 +254,13 @@ def test_algoperf_run_trains_20_steps_on_the_prepared_fixture(prepared, tmp_path
     summary = read_summary(trial_path(tmp_path, "fixture", workload=workload))
     assert summary["status"] == "max_steps" and summary["global_step"] == 20
 
+
+
+def test_a_source_without_a_published_checksum_has_its_own_recorded(tmp_path):
+    fixtures.write_fastmri(tmp_path / "given", val_volumes=1)  # no SHA256SUMS next to them
+    prep.prepare(recipe("fastmri"), tmp_path / "data", source=tmp_path / "given", say=lambda line: None)
+    sources = json.loads((tmp_path / "data" / "fastmri" / prep.MANIFEST_FILE).read_text())["sources"]
+    for name in (fixtures.FASTMRI_TRAIN_ARCHIVE, fixtures.FASTMRI_VAL_ARCHIVE):
+        digest = hashlib.sha256((tmp_path / "given" / name).read_bytes()).hexdigest()
+        assert sources[name] == {"bytes": (tmp_path / "given" / name).stat().st_size, "sha256": digest,
+                                 "checked_against": "recorded"}

@@ -144,6 +144,7 @@ class Plan:
     remote: dict[str, tuple[str, Expected]] = field(default_factory=dict)  # location, expected
     remote_bytes: int = 0
     source_bytes: int = 0  # every source file, fetched or not (the scale of the conversion)
+    checked: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (sha256, against what)
 
 
 def _checksum_list(base: str) -> tuple[dict[str, str], str] | None:
@@ -194,8 +195,12 @@ def plan_sources(
         downloaded = out / DOWNLOADS / f.name
         given = _given(source, f)
         lists = given_override if given is not None else override
+        against = "published"
         if lists and f.name in lists[0]:
             expected = Expected(None, **{lists[1]: lists[0][f.name]})
+            against = "the checksum list of the mirror or --source folder"
+        if expected.sha256:
+            plan.checked[f.name] = (expected.sha256, against)
         if downloaded.exists():
             plan.local[f.name] = downloaded
             plan.source_bytes += downloaded.stat().st_size
@@ -312,7 +317,7 @@ def prepare(
         format_version=recipe.format_version,
         complete=False,
         sources={
-            name: {"bytes": path.stat().st_size, **_recorded_checksum(recipe, name)}
+            name: {"bytes": path.stat().st_size, **_source_checksum(plan, name, path, manifest)}
             for name, path in sorted(sources.items())
         },
     )
@@ -337,11 +342,16 @@ def prepare(
     return out
 
 
-def _recorded_checksum(recipe: Recipe, name: str) -> dict[str, str]:
-    for f in recipe.files:
-        if f.name == name and f.sha256:
-            return {"sha256": f.sha256}
-    return {}
+def _source_checksum(plan: Plan, name: str, path: Path, manifest: PreparedManifest) -> dict[str, str]:
+    """The SHA-256 a source was checked against; for a file without a published checksum
+    (Criteo, fastMRI), the SHA-256 of the copy used, computed once and kept in the manifest."""
+    if name in plan.checked:
+        sha, against = plan.checked[name]
+        return {"sha256": sha, "checked_against": against}
+    known = manifest.data.get("sources", {}).get(name, {})
+    if known.get("sha256") and known.get("bytes") == path.stat().st_size:
+        return {"sha256": known["sha256"], "checked_against": "recorded"}
+    return {"sha256": file_digests(path)[0], "checked_against": "recorded"}
 
 
 @dataclass
