@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -71,12 +72,31 @@ def resume_to_the_end(exp: Path) -> Path:
     return trial_path(exp, "r")
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_events(trial: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial / "events.jsonl").read_text().splitlines()]
+
+
 def assert_same_as_clean(trial: Path, clean: Path) -> None:
+    """Every log file of the resumed trial holds what the uninterrupted one holds, no row twice."""
     rows, clean_rows = read_eval_rows(trial), read_eval_rows(clean)
     steps = [int(r["global_step"]) for r in rows]
     assert steps == sorted(set(steps)), "duplicated or out-of-order eval rows"
     assert metrics(rows) == metrics(clean_rows)
     assert read_summary(trial)["last_eval"] == read_summary(clean)["last_eval"]
+    measured = read_csv(trial / "measurements.csv")
+    assert metrics(measured) == metrics(read_csv(clean / "measurements.csv"))
+    for kind in ("eval", "submission_metrics"):
+        logged = [e["global_step"] for e in read_events(trial) if e["event"] == kind]
+        clean_logged = [e["global_step"] for e in read_events(clean) if e["event"] == kind]
+        assert logged == clean_logged, f"{kind} events differ from the uninterrupted run's"
+    # A SIGTERM adds a checkpoint of its own, but none is logged twice.
+    checkpoints = [e["global_step"] for e in read_events(trial) if e["event"] == "checkpoint"]
+    assert checkpoints == sorted(set(checkpoints))
 
 
 def kill(proc: subprocess.Popen) -> None:
