@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax.linen.linear import canonicalize_padding
 
+from submissions.kfac.jax_optimizer import input_factor, key_of, layer_params, output_factor
+
 Path = tuple[str, ...]
 
 
@@ -102,6 +104,24 @@ def tapped(layers: tuple[KfacLayer, ...], taps: dict[Path, Any] | None,
         yield
 
 
+def tapped_vjp(apply: Callable[[Any], tuple[Any, Any]], params: Any, layers: tuple[KfacLayer, ...],
+               ) -> tuple[Any, Callable[[Any], tuple[Any, Any]], Any, dict[Path, Any]]:
+    """(outputs, vjp, aux, inputs) of `apply(params) -> (outputs, aux)` run with the layers tapped:
+    `vjp(cotangent)` gives (parameter gradients, output gradients by layer path)."""
+    shapes: dict[Path, Any] = {}
+
+    def forward(p: Any, taps: dict[Path, Any] | None) -> tuple[Any, Any]:
+        inputs: dict[Path, Any] = {}
+        with tapped(layers, taps, inputs, shapes if taps is None else None):
+            outputs, aux = apply(p)
+        return outputs, (aux, inputs)
+
+    jax.eval_shape(lambda p: forward(p, None), params)
+    taps = {path: jnp.zeros(s.shape, s.dtype) for path, s in shapes.items()}
+    outputs, vjp, (aux, inputs) = jax.vjp(forward, params, taps, has_aux=True)
+    return outputs, vjp, aux, inputs
+
+
 def conv_patches(x: jax.Array, layer: KfacLayer) -> jax.Array:
     """(N, R, prod(kernel) * C): the input patch of each of the R output positions, its features
     in the order of the rows of `kernel.reshape(-1, out)` (kernel positions, then channels)."""
@@ -129,3 +149,17 @@ def layer_inputs(layer: KfacLayer, a: jax.Array, has_bias: bool) -> jax.Array:
 def layer_output_grads(g: jax.Array) -> jax.Array:
     """(N, R, out): the output gradients of each example and position of one layer."""
     return g.reshape(g.shape[0], -1, g.shape[-1])
+
+
+def batch_factors(layers: tuple[KfacLayer, ...], params: Any, inputs: dict[Path, Any],
+                  output_grads: dict[Path, Any], approximation: str) -> dict[str, tuple[Any, Any]]:
+    """{layer key: (A, B)} of one batch; `output_grads[path]` stacks P output-gradient vectors
+    (one for the Monte-Carlo and the empirical Fisher), whose terms B sums."""
+    factors = {}
+    for layer in layers:
+        has_bias = "bias" in layer_params(params, layer.path)
+        a3 = layer_inputs(layer, inputs[layer.path], has_bias)
+        g3s = jax.vmap(layer_output_grads)(output_grads[layer.path])
+        b = jax.vmap(lambda g3: output_factor(g3, approximation))(g3s).sum(axis=0)
+        factors[key_of(layer.path)] = (input_factor(a3, approximation), b)
+    return factors

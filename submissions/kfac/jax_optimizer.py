@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from submissions.jax_linalg import over_stack
+
 FISHER_TYPES = ("empirical", "mc", "type2")
 APPROXIMATIONS = ("expand", "reduce")
 LOSSES = ("softmax_cross_entropy", "sigmoid_cross_entropy", "mse")
@@ -128,7 +130,7 @@ def damped_inverses(factors: Sequence[tuple[jax.Array, jax.Array]], damping: flo
         by_size.setdefault(m.shape[0], []).append(i)
     out: list[jax.Array] = list(damped)
     for members in by_size.values():
-        inverses = jnp.linalg.inv(jnp.stack([damped[i] for i in members]))
+        inverses = over_stack(jnp.linalg.inv, jnp.stack([damped[i] for i in members]))
         for k, i in enumerate(members):
             out[i] = inverses[k].astype(dtype or damped[i].dtype)
     return [(out[2 * j], out[2 * j + 1]) for j in range(len(factors))]

@@ -33,14 +33,7 @@ from submissions.jax_training import (
     training_step,
 )
 from submissions.kfac import jax_layers
-from submissions.kfac.jax_optimizer import (
-    fisher_output_gradients,
-    input_factor,
-    key_of,
-    kfac,
-    layer_params,
-    output_factor,
-)
+from submissions.kfac.jax_optimizer import fisher_output_gradients, kfac
 
 __all__ = ["get_batch_size", "init_optimizer_state", "update_params", "data_selection"]
 
@@ -113,20 +106,12 @@ def factor_step(
     rng: Any,
 ) -> tuple[Any, Any, Any, Any]:
     """(params, model_state, opt_state, loss) after a step that also updates the factors."""
-    layers = run.layers
 
-    def forward(p: Any, taps: dict[Any, Any] | None, shapes: dict[Any, Any] | None = None) -> Any:
-        inputs: dict[Any, Any] = {}
-        with jax_layers.tapped(layers, taps, inputs, shapes):
-            logits, new_state = workload.model_fn(
-                p, batch, model_state, spec.ForwardPassMode.TRAIN, rng, update_batch_norm=True,
-                dropout_rate=dropout_rate)
-        return logits, (new_state, inputs)
+    def apply(p: Any) -> tuple[Any, Any]:
+        return workload.model_fn(p, batch, model_state, spec.ForwardPassMode.TRAIN, rng,
+                                 update_batch_norm=True, dropout_rate=dropout_rate)
 
-    shapes: dict[Any, Any] = {}
-    jax.eval_shape(lambda p: forward(p, None, shapes), params)
-    taps = {layer.path: jnp.zeros(shapes[layer.path].shape, shapes[layer.path].dtype) for layer in layers}
-    logits, vjp, (new_state, inputs) = jax.vjp(forward, params, taps, has_aux=True)
+    logits, vjp, new_state, inputs = jax_layers.tapped_vjp(apply, params, run.layers)
 
     def mean_loss(out: Any) -> Any:
         loss = workload.loss_fn(batch["targets"], out, batch.get("weights"), label_smoothing)
@@ -141,13 +126,7 @@ def factor_step(
         key = jax.random.fold_in(rng, FISHER_SEED)
         vectors = fisher_output_gradients(logits, FISHER_LOSS[workload.loss_type], run.fisher_type, key)
         output_grads = jax.vmap(lambda v: vjp(v)[1])(vectors)
-    factors = {}
-    for layer in layers:
-        a3 = jax_layers.layer_inputs(layer, inputs[layer.path], "bias" in layer_params(params, layer.path))
-        g3s = jax.vmap(jax_layers.layer_output_grads)(output_grads[layer.path])
-        # B sums the terms of the output-gradient vectors (one for 'mc' and 'empirical').
-        b = jax.vmap(lambda g3: output_factor(g3, run.approximation))(g3s).sum(axis=0)
-        factors[key_of(layer.path)] = (input_factor(a3, run.approximation), b)
+    factors = jax_layers.batch_factors(run.layers, params, inputs, output_grads, run.approximation)
     if grad_clip is not None:
         norm = optax.global_norm(grads)
         grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, grad_clip / (norm + 1e-6)), grads)

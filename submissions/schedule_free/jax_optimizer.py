@@ -12,10 +12,12 @@ state keeps z; the evaluation point x is implicit, x = (y - (1 - beta1) z) / bet
     y   =  (1 - beta1) z + beta1 x
 
 Here the direction d is `adam_direction` (Adam without momentum, decoupled decay) and the
-averaging is `schedule_free`. `optax.contrib.schedule_free` averages with w_t = (max lr)^power
-only, i.e. r = 0; the PyTorch baseline (and AlgoPerf's self-tuning winner) uses r = 0.75, so the
-wrapper is written here with r (tests/test_jax_baselines.py shows both: equal at r = 0, different
-at r = 0.75).
+averaging is `schedule_free`. `optax.contrib.schedule_free_adamw` is this optimizer only
+without r and warmup: it averages with w_t = (max lr)^power, i.e. r = 0, where the PyTorch baseline
+(and AlgoPerf's self-tuning winner) uses r = 0.75, and its base optimizer's warmup starts from
+count 0, so its first step has learning rate 0 where ours has lr / warmup_steps. Hence the wrapper
+here (tests/test_jax_baselines.py shows it equal to optax's at r = 0 without warmup, and
+different with either).
 """
 
 from __future__ import annotations

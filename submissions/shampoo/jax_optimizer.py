@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from submissions.jax_linalg import over_stack
+
 GRAFTINGS = ("adam", "sgd", "none")
 
 
@@ -96,10 +98,10 @@ def from_blocks(stacks: tuple[jax.Array, ...], gs: tuple[Region, ...], shape: tu
 
 
 def matrix_inverse_root(a: jax.Array, eps: float, root: int) -> jax.Array:
-    """(A + eps I)^(-1/root) of a stack of symmetric PSD matrices, by one eigendecomposition
-    (eigenvalues floored at eps, as the PyTorch side does)."""
+    """(A + eps I)^(-1/root) of a (k, n, n) stack of symmetric PSD matrices, by one
+    eigendecomposition each (eigenvalues floored at eps, as the PyTorch side does)."""
     eye = jnp.eye(a.shape[-1], dtype=a.dtype)
-    evals, evecs = jnp.linalg.eigh(a + eps * eye)
+    evals, evecs = over_stack(jnp.linalg.eigh, a + eps * eye)
     scale = jnp.maximum(evals, eps) ** (-1.0 / root)
     return (evecs * scale[..., None, :]) @ jnp.swapaxes(evecs, -1, -2)
 
