@@ -8,16 +8,17 @@ import functools
 
 import jax
 import numpy as np
-import parity
 import parity_twins
 import pytest
 import torch
 
-from algoperf import jax_sharding_utils, spec
+from algoperf import spec
 from algoperf.random_utils import prng_key
 from workloads import registry
 from workloads.convert import check_complete, flatten
 from workloads.ogbg.workload import GraphStream, collate
+
+import parity
 
 VARIANTS = ("ogbg", "ogbg_gelu", "ogbg_silu", "ogbg_model_size")
 
@@ -75,22 +76,18 @@ def _as_one_batch(stacked: dict) -> dict:
 
 @functools.cache
 def _steps(name: str) -> tuple:
-    """(torch state, jax params after a single-device step, batch) of one AdamW step from the same
-    weights on one stacked training batch; the torch model gets it as one batch of 16 graphs."""
-    tw, jw, model, convert = parity_twins.twins(name)  # its own: the torch model is stepped
-    params, state = parity.load_into_jax(model, convert)
+    """(torch state, jax state) after one float64 AdamW step from the same weights on one stacked
+    training batch (the torch model gets it as one batch of all 16 graphs), and the batch."""
+    tw, jw, model, convert = _twins(name)
     batch = _stacked_train_batch(jw)
-    expected = parity_twins.torch_adamw_step(tw, model, tw.device_batch(_as_one_batch(batch)))
-    single = parity_twins.jax_adamw_step(jw, parity.on_one_device(params), state,
-                                         parity.on_one_device(batch))
-    return expected, single, params, batch
+    expected = parity_twins.torch_float64_step(tw, model, tw.device_batch(_as_one_batch(batch)))
+    return expected, parity_twins.jax_float64_step(jw, model, convert, batch), batch
 
 
 @pytest.mark.parametrize("name", [
     "ogbg", *(pytest.param(n, marks=pytest.mark.heavy) for n in VARIANTS[1:])])
 def test_one_adamw_step_gives_the_same_parameters(name: str) -> None:
-    expected, single, _, _ = _steps(name)
-    got = parity.jax_params_as_torch(*single, _twins(name)[3])
+    expected, got, _ = _steps(name)
     worst = parity_twins.relative_differences(got, expected)
     assert max(worst.values()) <= 1e-4, {k: v for k, v in worst.items() if v > 1e-4}
 
@@ -106,16 +103,14 @@ def test_graph_batches_are_sharded_by_device_batch() -> None:
 
 
 def test_a_step_sharded_over_8_devices_equals_the_single_device_step() -> None:
-    _, jw, *_ = _twins("ogbg")
-    _, single, params, batch = _steps("ogbg")
-    sharded = parity_twins.jax_adamw_step(jw, jax_sharding_utils.replicate(params), None,
-                                          jw.device_batch(batch))
-    assert len(jax.tree.leaves(sharded[0])[0].sharding.device_set) == 8
-    assert len(jax.tree.leaves(single[0])[0].sharding.device_set) == 1
-    for a, b in zip(jax.tree.leaves(sharded[0]), jax.tree.leaves(single[0])):
-        assert parity.max_relative_difference(a, b) <= 1e-4
+    _, jw, model, convert = _twins("ogbg")
+    _, single, batch = _steps("ogbg")
+    sharded = parity_twins.jax_float64_step(jw, model, convert, batch, placed_batch=jw.device_batch)
+    worst = parity_twins.relative_differences(sharded, single)
+    assert max(worst.values()) <= 1e-8, {k: v for k, v in worst.items() if v > 1e-8}
 
 
+@pytest.mark.heavy
 def test_eval_of_jax_and_torch_agree_on_the_same_weights() -> None:
     tw, jw, model, convert = _twins("ogbg")
     params, state = parity.load_into_jax(model, convert)

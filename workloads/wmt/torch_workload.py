@@ -33,7 +33,6 @@ from workloads.wmt.workload import (
     MAX_LENGTH,
     VOCAB_SIZE,
     WmtData,
-    bleu,
 )
 
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh}
@@ -502,8 +501,8 @@ class WmtWorkload(WmtData, TorchWorkload):
         """Loss and accuracy per real target token, and BLEU of the beam-search translations."""
         model = unwrap(params)
         loss = correct = tokens = 0.0
-        hypotheses: list[str] = []
-        references: list[str] = []
+        predicted: list[Any] = []
+        targets: list[Any] = []
         for batch in self.eval_split_batches(split, num_examples, global_batch_size):
             real = batch["weights"].max(axis=1) > 0  # a real example has at least its </s>
             device_batch = to_torch({k: v[real] for k, v in batch.items()}, self.device)
@@ -516,14 +515,8 @@ class WmtWorkload(WmtData, TorchWorkload):
                 ((logits.argmax(-1) == device_batch["targets"]).to(weights.dtype) * weights).sum()
             )
             tokens += float(weights.sum())
-            predicted = (
+            predicted += list(
                 model.translate(device_batch["inputs"], self.max_predict_length).cpu().numpy()
             )
-            hypotheses += [self.detokenize(p) for p in predicted]
-            references += [self.detokenize(t) for t in batch["targets"][real]]
-        return {
-            "loss": loss / max(tokens, 1.0),
-            "accuracy": correct / max(tokens, 1.0),
-            "bleu": bleu(hypotheses, references) if references else 0.0,
-            "num_examples": len(references),
-        }
+            targets += list(batch["targets"][real])
+        return self.translation_metrics(loss, correct, tokens, predicted, targets)

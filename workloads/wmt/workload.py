@@ -64,7 +64,10 @@ BASE = WorkloadInfo(
     loss_type=LossType.SOFTMAX_CROSS_ENTROPY,
     default_dropout=0.1,
     n_params={"pytorch": 133_521_408, "jax": 133_521_408},
-    implementations={"pytorch": "workloads.wmt.torch_workload:WmtWorkload"},
+    implementations={
+        "pytorch": "workloads.wmt.torch_workload:WmtWorkload",
+        "jax": "workloads.wmt.jax_workload:WmtWorkload",
+    },
     model_options={"pre_ln": True, "attention_temp": 1.0, "activation": "relu", "glu": False},
 )
 
@@ -241,6 +244,21 @@ class WmtData:
         if self._tokenizer is None:
             self._tokenizer = tok.Tokenizer(self._dir() / TOKENIZER_FILE)
         return self._tokenizer
+
+    def translation_metrics(
+        self, loss: float, correct: float, tokens: float, predicted: list[Any], targets: list[Any]
+    ) -> dict[str, float]:
+        """The eval of a split from both frameworks' sums and token ids: loss and accuracy per
+        real target token, and BLEU of the detokenised translations (`predicted`, without the
+        start token) against the detokenised targets, one per real example."""
+        hypotheses = [self.detokenize(p) for p in predicted]
+        references = [self.detokenize(t) for t in targets]
+        return {
+            "loss": loss / max(tokens, 1.0),
+            "accuracy": correct / max(tokens, 1.0),
+            "bleu": bleu(hypotheses, references) if references else 0.0,
+            "num_examples": len(references),
+        }
 
     def detokenize(self, ids: Any) -> str:
         ids = truncate_at_eos(ids)
