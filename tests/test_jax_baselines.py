@@ -399,3 +399,83 @@ def test_kfac_leaves_a_layer_called_twice_to_adam_and_taps_change_no_output():
     out, _, _, inputs = jax_layers.tapped_vjp(lambda p: (model.apply({"params": p}, x), None), params, layers)
     np.testing.assert_array_equal(out, model.apply({"params": params}, x))
     assert inputs[("once",)].shape == (4, 3)
+
+
+# ---- Schedule-Free: evaluation at x with batch-norm statistics recomputed there ---------------
+class SmallBatchNormNet(nn.Module):
+    """A convolution, flax's BatchNorm (`momentum`), a linear head: enough to have statistics."""
+
+    momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = nn.Conv(8, (3, 3), strides=2, use_bias=False)(jnp.transpose(x, (0, 2, 3, 1)))
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=self.momentum)(x))
+        return nn.Dense(10)(x.mean(axis=(1, 2)))
+
+
+def small_cifar(momentum: float = 0.9):
+    from workloads import registry
+    from workloads.cifar.jax_workload import CifarWorkload
+
+    class SmallCifar(CifarWorkload):
+        def build_model(self) -> nn.Module:
+            return SmallBatchNormNet(momentum)
+
+    workload = SmallCifar(registry.get("cifar"), data="synthetic")
+    params, state = workload.init_model_fn(jax.random.PRNGKey(0))
+    return workload, params, state
+
+
+def schedule_free_run(prepare_before_last: bool, steps: int = 4) -> tuple:
+    """(workload, optimizer_state, params, model_state) after a few Schedule-Free steps on
+    synthetic cifar, optionally with a prepare_for_eval (as the runner calls it) before the last."""
+    from submissions.schedule_free import jax_submission as sf
+
+    workload, params, state = small_cifar()
+    run = sf.init_optimizer_state(workload, params, state, None, None)
+    queue = workload.build_input_queue(jax.random.PRNGKey(0), "train", None, 16)
+    common = dict(workload=workload, current_params_types=None, hyperparameters=None,
+                  loss_type=workload.loss_type, eval_results=[])
+    for step in range(steps):
+        if prepare_before_last and step == steps - 1:
+            run, params, state = sf.prepare_for_eval(**common, current_param_container=params, model_state=state,
+                                                     optimizer_state=run, global_step=step, rng=None)
+        run, params, state = sf.update_params(**common, current_param_container=params, model_state=state,
+                                              batch=next(queue), optimizer_state=run, global_step=step,
+                                              rng=jax.random.PRNGKey(step))
+    return workload, run, params, state
+
+
+@pytest.fixture(scope="module")
+def schedule_free_runs():
+    with jax.enable_x64(False):  # the suite's float32, as training runs
+        return schedule_free_run(False), schedule_free_run(True)
+
+
+def test_prepare_for_eval_puts_x_in_the_model_with_batch_norm_statistics_recomputed_there(schedule_free_runs):
+    from algoperf import spec
+    from submissions.schedule_free import jax_submission as sf
+
+    with jax.enable_x64(False):
+        (workload, run, y, state), _ = schedule_free_runs
+        _, x, state_at_x = sf.prepare_for_eval(workload, y, None, state, None, workload.loss_type, run, [], 4, None)
+        b1 = 1.0 - sf.DEFAULTS["one_minus_beta1"]
+        for got, expected in zip(jax.tree.leaves(x), jax.tree.leaves(eval_params(run.opt_state, y, b1))):
+            np.testing.assert_array_equal(got, expected)
+        # The reference: the plain average over the kept batches of each batch's statistics at x,
+        # read from a twin whose batch norm keeps the last batch's statistics (momentum 0).
+        twin, _, _ = small_cifar(momentum=0.0)
+        per_batch = [twin.model_fn(x, batch, state, spec.ForwardPassMode.TRAIN, None, update_batch_norm=True)[1]
+                     for batch in run.recent_batches]
+        assert len(per_batch) == sf.BN_BATCHES
+        expected = jax.tree.map(lambda *s: np.mean(s, axis=0), *per_batch)
+        for got, want in zip(jax.tree.leaves(state_at_x), jax.tree.leaves(expected)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        assert not np.allclose(jax.tree.leaves(state_at_x)[0], jax.tree.leaves(state)[0])
+
+
+def test_an_eval_in_between_leaves_the_training_trajectory_bit_for_bit_unchanged(schedule_free_runs):
+    (_, _, plain, plain_state), (_, _, with_eval, with_eval_state) = schedule_free_runs
+    for a, b in zip(jax.tree.leaves((plain, plain_state)), jax.tree.leaves((with_eval, with_eval_state))):
+        np.testing.assert_array_equal(a, b)
