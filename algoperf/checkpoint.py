@@ -63,14 +63,14 @@ def save(folder: Path, step: int, state: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"checkpoint_{step}.ckpt"
     tmp = folder / f".checkpoint_{step}.{os.getpid()}.tmp"
-    write(state, str(tmp))
+    digest = write(state, str(tmp))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     if os.environ.get(FAULT_ENV) == str(step):
         os.kill(os.getpid(), signal.SIGKILL)
     os.replace(tmp, final)
     entries = [e for e in _index(folder) if e["file"] != final.name]
-    entries.append({"file": final.name, "step": step, "sha256": sha256(final)})
+    entries.append({"file": final.name, "step": step, "sha256": digest})
     for old in entries[:-KEEP]:
         (folder / old["file"]).unlink(missing_ok=True)
     write_json(folder / INDEX_FILE, entries[-KEEP:])
@@ -124,7 +124,8 @@ def _rebuild(container: Any, values: list[Any]) -> Any:
 def capture(obj: Any, leaf: Callable[[Any], Any] = lambda x: x) -> Any:
     """A saveable copy of any pytree: dicts and other mappings, lists, tuples, namedtuples,
     dataclasses; objects with `state_dict()` (torch modules and optimizers, input queues) become
-    their state. `leaf` turns framework arrays into framework-free values."""
+    their state. `leaf` turns framework arrays into framework-free values, which may share the
+    arrays' memory (a CPU tensor's numpy view): write the capture before the state changes."""
     if hasattr(obj, "state_dict") and callable(obj.state_dict) and not isinstance(obj, type):
         return {STATE_DICT_KEY: capture(obj.state_dict(), leaf)}
     if isinstance(obj, Mapping):
@@ -183,10 +184,29 @@ def _replace_fields(obj: Any, values: dict[str, Any]) -> Any:
     return new
 
 
-def write(tree: Any, path: str) -> None:
-    """A framework-free pytree to a file (pickle protocol 5: numpy arrays without copies)."""
+class _HashingFile:
+    """A file's `write` that also feeds every byte written to a SHA-256."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self.digest = hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        return self._file.write(data)
+
+
+def write(tree: Any, path: str) -> str:
+    """A framework-free pytree to a file; returns the SHA-256 of the file's bytes.
+
+    Pickle protocol 5 hands a large array's buffer straight to `write` (no copy), and the hash is
+    taken of those bytes on their way to the file rather than by reading the file back: on a
+    ViT-B/16 + AdamW checkpoint (1 GB) the read-back was a fifth of the checkpoint's CPU time
+    (scripts/bench_checkpoint.py)."""
     with open(path, "wb") as f:
-        pickle.dump(tree, f, protocol=5)
+        out = _HashingFile(f)
+        pickle.dump(tree, out, protocol=5)
+    return out.digest.hexdigest()
 
 
 def read(path: str) -> Any:
