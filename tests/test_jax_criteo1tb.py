@@ -55,9 +55,9 @@ def test_one_adamw_step_gives_the_same_parameters(pair: tw.Twins) -> None:
 
 
 def test_a_step_sharded_over_8_devices_equals_the_single_device_step() -> None:
-    base = tw.Twins(NAME, PARITY_OPTIONS, batch())
-    diffs = tw.step_differences(tw.jax_float64_step(base, batch(), sharded=True),
-                                tw.jax_float64_step(base, batch()))
+    module = registry.load(NAME, "jax", data="synthetic", **PARITY_OPTIONS).build_model()
+    sharded, single = tw.sharded_and_single_steps(NAME, PARITY_OPTIONS, module, batch())
+    diffs = tw.tree_differences(sharded, single)
     assert max(diffs.values()) <= 1e-9, sorted(diffs.items(), key=lambda kv: kv[1])[-3:]
 
 

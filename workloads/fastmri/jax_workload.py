@@ -21,6 +21,7 @@ framework-free metric both frameworks' evals call.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -147,13 +148,11 @@ class FastMriWorkload(FastMriData, JaxWorkload):
                 for k in ("targets", "mean", "std", "volume_max", "weights")}
         return {"ssim": ssim_sum(np.asarray(outputs), **host), "loss": float(loss)}
 
-    @property
+    @functools.cached_property
     def _outputs_and_loss(self) -> Any:
-        if "_outputs_and_loss_jit" not in self.__dict__:
-            def forward(params: Any, model_state: Any, batch: dict[str, Any], rng: Any) -> Any:
-                outputs, _ = self.model_fn(params, batch, model_state, spec.ForwardPassMode.EVAL,
-                                           rng, update_batch_norm=False)
-                return outputs, self.loss_fn(batch["targets"], outputs, batch["weights"])["summed"]
+        def forward(params: Any, model_state: Any, batch: dict[str, Any], rng: Any) -> Any:
+            outputs, _ = self.model_fn(params, batch, model_state, spec.ForwardPassMode.EVAL, rng,
+                                       update_batch_norm=False)
+            return outputs, self.loss_fn(batch["targets"], outputs, batch["weights"])["summed"]
 
-            self.__dict__["_outputs_and_loss_jit"] = jax.jit(forward)
-        return self.__dict__["_outputs_and_loss_jit"]
+        return jax.jit(forward)
