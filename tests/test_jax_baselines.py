@@ -479,3 +479,23 @@ def test_an_eval_in_between_leaves_the_training_trajectory_bit_for_bit_unchanged
     (_, _, plain, plain_state), (_, _, with_eval, with_eval_state) = schedule_free_runs
     for a, b in zip(jax.tree.leaves((plain, plain_state)), jax.tree.leaves((with_eval, with_eval_state))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_schedule_free_state_at_x_survives_a_checkpoint(schedule_free_runs, tmp_path):
+    from algoperf import checkpoint
+    from algoperf.backends import jax as backend
+    from submissions.schedule_free import jax_submission as sf
+
+    with jax.enable_x64(False):
+        (workload, run, y, state), _ = schedule_free_runs
+        at_x, _, _ = sf.prepare_for_eval(workload, y, None, state, None, workload.loss_type, run, [], 4, None)
+        checkpoint.write(checkpoint.capture(at_x, backend.to_numpy), str(tmp_path / "state.pkl"))
+        fresh = sf.init_optimizer_state(workload, y, state, None, None)
+        restored = checkpoint.restore(fresh, checkpoint.read(str(tmp_path / "state.pkl")), backend.from_numpy)
+    assert type(restored) is sf.ScheduleFreeRun and type(restored.opt_state) is type(at_x.opt_state)
+    assert restored.tx == fresh.tx  # functions come from set-up, they are not saved
+    assert len(restored.recent_batches) == sf.BN_BATCHES and restored.at_y is not None
+    pairs = zip(jax.tree.leaves((restored.opt_state, restored.at_y, restored.recent_batches)),
+                jax.tree.leaves((at_x.opt_state, at_x.at_y, at_x.recent_batches)), strict=True)
+    for got, saved in pairs:
+        np.testing.assert_array_equal(got, saved)
