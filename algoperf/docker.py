@@ -162,9 +162,9 @@ def cmd_wheelhouse(args: argparse.Namespace) -> int:
 # ---- build --------------------------------------------------------------------------------------
 def client() -> Any:
     """A Docker SDK client whose daemon answers, or a usage error that says how to start one."""
+    import docker
     from docker.errors import DockerException
 
-    import docker
     from algoperf.cli import UsageError
 
     try:

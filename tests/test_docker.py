@@ -102,9 +102,8 @@ def test_run_without_a_daemon_says_how_to_start_one(tmp_path):
 
 # ---- with a daemon: the CPU test image, built and run -------------------------------------------
 def _daemon_or_skip() -> None:
-    from docker.errors import DockerException
-
     import docker
+    from docker.errors import DockerException
 
     try:
         docker.from_env(timeout=10).ping()
