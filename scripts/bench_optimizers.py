@@ -35,9 +35,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib
+import importlib.util
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -188,12 +191,26 @@ class AdamW(Trainer):
         self.optimizer = torch.optim.AdamW(model.parameters(), **ADAMW)
 
 
-class OurShampoo(Trainer):
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **_: Any) -> None:
-        from submissions.shampoo.optimizer import Shampoo
+def our_optimizer(folder: str, name: str, before: str | None) -> Any:
+    """Our optimizer class: this checkout's, or that of another checkout of the repository
+    (`--before DIR`: the same benchmark run times the code before a change beside the code after it)."""
+    if before is None:
+        return getattr(importlib.import_module(f"submissions.{folder}.optimizer"), name)
+    path = Path(before) / "submissions" / folder / "optimizer.py"
+    spec = importlib.util.spec_from_file_location(f"before_{folder}_optimizer", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--before {before}: no {path}; give the root of another checkout of this repository")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, name)
 
+
+class OurShampoo(Trainer):
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, before: str | None = None,
+                 **_: Any) -> None:
         super().__init__(model, x, y)
-        self.optimizer = Shampoo(model.parameters(), **SHAMPOO)
+        self.optimizer = our_optimizer("shampoo", "Shampoo", before)(model.parameters(), **SHAMPOO)
 
     def cycle_flops(self, t: int) -> int:
         # One root recomputation per cycle, on top of CYCLE steps that only accumulate and apply.
@@ -201,12 +218,12 @@ class OurShampoo(Trainer):
 
 
 class OurScheduleFree(Trainer):
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **_: Any) -> None:
-        from submissions.schedule_free.optimizer import AdamWScheduleFree
-
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, before: str | None = None,
+                 **_: Any) -> None:
         super().__init__(model, x, y)
-        self.optimizer = AdamWScheduleFree(model.parameters(), lr=2.5e-3, betas=(0.9, 0.9955), eps=1e-8,
-                                           weight_decay=0.08, warmup_steps=0, r=0.75, weight_lr_power=2.0)
+        self.optimizer = our_optimizer("schedule_free", "AdamWScheduleFree", before)(
+            model.parameters(), lr=2.5e-3, betas=(0.9, 0.9955), eps=1e-8, weight_decay=0.08, warmup_steps=0,
+            r=0.75, weight_lr_power=2.0)
 
 
 class OurKFAC(Trainer):
@@ -214,11 +231,10 @@ class OurKFAC(Trainer):
 
     fisher = "mc"
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **_: Any) -> None:
-        from submissions.kfac.optimizer import KFAC as OurKFACOptimizer
-
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, before: str | None = None,
+                 **_: Any) -> None:
         super().__init__(model, x, y)
-        self.optimizer = OurKFACOptimizer(model, fisher_type=self.fisher, **KFAC)
+        self.optimizer = our_optimizer("kfac", "KFAC", before)(model, fisher_type=self.fisher, **KFAC)
 
     def step(self, t: int) -> None:
         kfac = self.optimizer
@@ -383,6 +399,37 @@ def timed_step(trainer: Trainer, t: int, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+# (rows, columns) of the Gram products the baselines compute on the two models: Shampoo's blocks,
+# K-FAC's conv factors (in x N R, out x N R) of ResNet-18 layers 1 and 4, the transformer's.
+GRAM_SHAPES = [(1024, 1024), (512, 1024), (576, 32768), (4608, 512), (1024, 2048), (3072, 2048)]
+
+
+def bench_gram(rounds: int, band_rows: list[int]) -> None:
+    """Seconds of accumulating the lower band triangle of X X^T / of the full product, per shape
+    and band height, interleaved: the evidence for submissions/gram.py's BAND_ROWS."""
+    from submissions.gram import accumulate_lower_gram_
+
+    ratios: dict[int, list[float]] = {b: [] for b in band_rows}
+    for n, m in GRAM_SHAPES:
+        x, out = torch.randn(n, m), torch.zeros(n, n)
+        full, banded = [], {b: [] for b in band_rows}
+        for _ in range(rounds):
+            start = time.perf_counter()
+            out.addmm_(x, x.T)
+            full.append(time.perf_counter() - start)
+            for b in band_rows:
+                start = time.perf_counter()
+                accumulate_lower_gram_(out, x, band_rows=b)
+                banded[b].append(time.perf_counter() - start)
+        best = min(full)
+        line = ", ".join(f"{b} rows {min(banded[b]) / best:.2f}" for b in band_rows)
+        print(f"gram {n} x {m}: full {best * 1e3:.1f} ms; banded / full: {line}")
+        for b in band_rows:
+            ratios[b].append(min(banded[b]) / best)
+    for b in band_rows:
+        print(f"gram_band_{b}_ratio={sum(ratios[b]) / len(ratios[b]):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["resnet18", "transformer"], default="resnet18")
@@ -397,17 +444,28 @@ def main() -> None:
                         help="keep heavyball's default torch.compile (max-autotune)")
     parser.add_argument("--cycle", type=int, default=CYCLE,
                         help="steps per round; anything but 100 breaks the whole-cycle figures (smoke tests)")
+    parser.add_argument("--before", metavar="DIR",
+                        help="also time our optimizers as another checkout of the repository at DIR has them "
+                             "(e.g. `git worktree add DIR <commit>`), as <name>_before")
+    parser.add_argument("--gram", action="store_true",
+                        help="instead: time banded lower-triangle Gram products against full ones")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.gram:
+        bench_gram(max(3, args.rounds), [128, 256, 512])
+        return
     names = args.optimizers.split(",")
     unknown = [n for n in names if n not in TRAINERS]
     if unknown or names[0] != "adamw":
         raise SystemExit(f"--optimizers {args.optimizers!r}: expected adamw first, then any of {', '.join(TRAINERS)}")
     steps = args.cycle
-    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     base, x, y, average = build(args.model, args.layers, device)
-    trainers = {n: TRAINERS[n](copy.deepcopy(base), x, y, loss_average=average, compile=args.heavyball_compile)
-                for n in names}
+    if args.before:
+        names += [f"{n}_before" for n in names if n in OURS]
+    trainers = {n: TRAINERS[n.removesuffix("_before")](
+        copy.deepcopy(base), x, y, loss_average=average, compile=args.heavyball_compile,
+        before=args.before if n.endswith("_before") else None) for n in names}
     print(f"{args.model}: {sum(p.numel() for p in base.parameters()):,} parameters, inputs {tuple(x.shape)}, "
           f"{args.threads} threads, device {device}", file=sys.stderr)
     for n in names:
@@ -432,18 +490,19 @@ def main() -> None:
         if bad:
             print(f"warning: {n} has non-finite parameters ({bad[0]}, ...)", file=sys.stderr)
     t_next = t0 + args.rounds * steps
-    flops = {n: trainers[n].cycle_flops(t_next) for n in names if n in OURS or n == "adamw"}
+    ours = [n for n in names if n.removesuffix("_before") in OURS]
+    flops = {n: trainers[n].cycle_flops(t_next) for n in ["adamw", *ours]}
     total = {n: sum(v) for n, v in totals.items()}
     for n in names:
         print(f"{n}: {total[n] / (args.rounds * steps) * 1e3:.1f} ms/step over {args.rounds} cycle(s) of "
               f"{steps} steps; per round " + ", ".join(f"{s:.1f}" for s in totals[n]) + " s")
-    for n in names:
-        if n in OURS:
-            print(f"{n}_step_ratio={total[n] / total['adamw']:.3f}")
-            print(f"{n}_flop_ratio={flops[n] / flops['adamw']:.3f}")
-    for ours, library in COMPARISONS:
-        if ours in trainers and library in trainers:
-            print(f"{ours}_vs_{library}={total[ours] / total[library]:.3f}")
+    for n in ours:
+        print(f"{n}_step_ratio={total[n] / total['adamw']:.3f}")
+        print(f"{n}_flop_ratio={flops[n] / flops['adamw']:.3f}")
+    for mine, library in COMPARISONS:
+        for n in (f"{mine}_before", mine):
+            if n in trainers and library in trainers:
+                print(f"{n}_vs_{library}={total[n] / total[library]:.3f}")
 
 
 if __name__ == "__main__":

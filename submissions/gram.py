@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import torch
 
-# Rows per band: below this a band's product runs markedly less efficiently than one large
-# product on the CPUs and GPUs measured (scripts/bench_optimizers.py), so smaller matrices are
-# done in one piece.
-BAND_ROWS = 512
+# When to split: `scripts/bench_optimizers.py --gram` times the banded product against one full
+# product. On the 2-core AVX-512 CPU it was measured on, bands pay only when the inner dimension is
+# long (576 x 32768, K-FAC's first-stage conv factors: 256-row bands take 0.85 of the full
+# product's time) and cost more than they save otherwise (1024 x 1024: 0.89-3.3; 4608 x 512 with
+# 512-row bands: 1.6), so a product is split into bands of BAND_ROWS rows only when its inner
+# dimension is at least MIN_INNER_PER_ROW times its rows.
+BAND_ROWS = 256
+MIN_INNER_PER_ROW = 16
 
 
-def band_edges(n: int, band_rows: int | None = None) -> list[int]:
-    """Boundaries of the row bands of an n x n Gram matrix (one band when n < 2 band_rows)."""
+def band_edges(n: int, band_rows: int | None = None, inner: int | None = None) -> list[int]:
+    """Boundaries of the row bands of an n x n Gram matrix with inner dimension `inner` (one band
+    when n < 2 band_rows, or when `inner` is given and below MIN_INNER_PER_ROW x n)."""
     bands = max(1, n // (band_rows or BAND_ROWS))
+    if inner is not None and inner < MIN_INNER_PER_ROW * n:
+        bands = 1
     return [round(i * n / bands) for i in range(bands + 1)]
 
 
@@ -30,8 +37,9 @@ def accumulate_lower_gram_(out: torch.Tensor, x: torch.Tensor, alpha: float = 1.
 
     `x` is (n, m) or a batch (k, n, m) (any strides: a transposed view gives x^T x); `out` is
     (n, n) or (k, n, n). With beta = 0 the old values are ignored (NaN included), as in addmm_.
+    An explicit `band_rows` splits regardless of the inner dimension (tests).
     """
-    edges = band_edges(x.shape[-2], band_rows)
+    edges = band_edges(x.shape[-2], band_rows, None if band_rows else x.shape[-1])
     product = torch.Tensor.baddbmm_ if x.dim() == 3 else torch.Tensor.addmm_
     for i in range(len(edges) - 1):
         rows = slice(edges[i], edges[i + 1])

@@ -15,6 +15,11 @@ def test_bands_cover_the_rows_once():
     assert band_edges(7, 2) == [0, 2, 5, 7]  # three bands as equal as rows allow
 
 
+def test_a_short_inner_dimension_keeps_one_band():
+    assert band_edges(1024, 256, inner=1024) == [0, 1024]
+    assert band_edges(512, 256, inner=16 * 512) == [0, 256, 512]
+
+
 @pytest.mark.parametrize("band_rows", [1, 2, 3, 100])
 def test_the_lower_triangle_is_the_ema_of_x_x_transpose(band_rows):
     rng = np.random.default_rng(0)

@@ -101,9 +101,9 @@ class LayerStack:
         ws = [m.weight.grad.reshape(self.out, -1) if m.weight.grad is not None
               else torch.zeros(self.out, self.fan_in, dtype=self.momentum.dtype, device=self.momentum.device)
               for m in self.layers]
-        g = torch.stack(ws)
         if not self.bias:
-            return g
+            return ws[0].unsqueeze(0) if len(ws) == 1 else torch.stack(ws)  # a lone layer: a view, no copy
+        g = torch.stack(ws)
         bs = [m.bias.grad if m.bias.grad is not None else torch.zeros_like(m.bias) for m in self.layers]
         return torch.cat([g, torch.stack(bs).unsqueeze(2)], dim=2)
 

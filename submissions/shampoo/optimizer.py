@@ -257,8 +257,8 @@ class Shampoo(torch.optim.Optimizer):
         filtered, directions = self._graft_directions(momenta, seconds, gs, group, t)
         n = len(stacks)
         if t >= group["start_preconditioning_step"]:
-            for stack, m, a in zip(stacks, filtered[:n], directions[:n]):
-                self._precondition(stack, m, a, group["grafting"] != "none")
+            for k, (stack, m, a) in enumerate(zip(stacks, filtered[:n], directions[:n])):
+                directions[k] = self._precondition(stack, m, a, group["grafting"] != "none")
         if group["weight_decay"] != 0.0:
             torch._foreach_mul_(params + others, 1.0 - group["lr"] * group["weight_decay"])
         # A parameter stored in another memory format (channels_last) has no 2-D view to add
@@ -317,18 +317,16 @@ class Shampoo(torch.optim.Optimizer):
         return filtered, graft
 
     @staticmethod
-    def _precondition(stack: BlockStack, filtered: torch.Tensor, direction: torch.Tensor, graft: bool) -> None:
-        """In place, per block: direction <- P_L M P_R, rescaled to the direction's norm if `graft`.
-
-        `direction` holds the grafted direction A on entry (it may be M itself).
-        """
+    def _precondition(stack: BlockStack, filtered: torch.Tensor, direction: torch.Tensor,
+                      graft: bool) -> torch.Tensor:
+        """Per block: P_L M P_R, rescaled to the grafted direction A's norm if `graft`."""
         pl, pr = stack.state["PL"], stack.state["PR"]
         d = torch.bmm(torch.bmm(pl, filtered.to(pl.dtype)), pr).to(direction.dtype)
         if graft:
             # The clamp keeps a zero block (no gradient yet) finite, without a host sync.
             scale = torch.linalg.vector_norm(direction, dim=(1, 2)) / torch.linalg.vector_norm(d, dim=(1, 2)).clamp_min(1e-30)
             d.mul_(scale.view(-1, 1, 1))
-        direction.copy_(d)
+        return d
 
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
