@@ -1,9 +1,11 @@
-"""Schedule-Free AdamW against closed forms (float64)."""
+"""Schedule-Free AdamW against closed forms (float64, tests/closed_forms.py, which the JAX
+baseline is checked against too)."""
 
 from __future__ import annotations
 
 import copy
 
+import closed_forms as cf
 import numpy as np
 import torch
 
@@ -13,18 +15,38 @@ from workloads import registry
 from workloads.cifar.torch_workload import CifarWorkload
 
 
+def _iterates(shape, steps, seed, **kw):
+    """(y, z, x) after each step of the PyTorch optimizer (x None when beta1 = 0: y is then z and
+    x cannot be recovered from them), and the gradients."""
+    rng = np.random.default_rng(seed)
+    p = torch.nn.Parameter(torch.tensor(rng.standard_normal(shape)))
+    y0 = p.detach().numpy().copy()
+    opt = AdamWScheduleFree([p], **kw)
+    out, grads = [], []
+    for _ in range(steps):
+        g = rng.standard_normal(shape)
+        p.grad = torch.tensor(g)
+        opt.step()
+        out.append((p.detach().numpy().copy(), opt.state[p]["z"].numpy().copy(),
+                    opt.x_point(p).numpy() if opt.param_groups[0]["betas"][0] else None))
+        grads.append(g)
+    return y0, grads, out
+
+
+def test_is_the_closed_form_with_warmup_and_r():
+    kw = dict(lr=0.05, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.02, warmup_steps=4, r=0.75, weight_lr_power=2.0)
+    y0, grads, got = _iterates((6,), 9, 3, **kw)
+    expected = cf.schedule_free_iterates(y0, grads, 0.05, 0.9, 0.99, 1e-8, 0.02, warmup=4, r=0.75)
+    for (y, z, x), (ey, ez, ex) in zip(got, expected):
+        np.testing.assert_allclose(y, ey, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(z, ez, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(x, ex, rtol=1e-9, atol=1e-12)
+
+
 def test_with_beta1_zero_the_z_iterates_are_adamw():
-    torch.manual_seed(0)
-    p = torch.nn.Parameter(torch.randn(6, dtype=torch.float64))
-    q = torch.nn.Parameter(p.detach().clone())
-    sf = AdamWScheduleFree([p], lr=0.05, betas=(0.0, 0.99), weight_decay=0.02)
-    adamw = torch.optim.AdamW([q], lr=0.05, betas=(0.0, 0.99), weight_decay=0.02)
-    for _ in range(8):
-        g = torch.randn(6, dtype=torch.float64)
-        p.grad, q.grad = g.clone(), g.clone()
-        sf.step()
-        adamw.step()
-        np.testing.assert_allclose(sf.state[p]["z"].numpy(), q.detach().numpy(), rtol=1e-12, atol=1e-14)
+    y0, grads, got = _iterates((6,), 8, 0, lr=0.05, betas=(0.0, 0.99), weight_decay=0.02)
+    expected = cf.adamw_iterates(y0, grads, 0.05, 0.0, 0.99, 1e-8, 0.02)
+    np.testing.assert_allclose([z for _, z, _ in got], expected, rtol=1e-12, atol=1e-14)
 
 
 def test_with_r_zero_and_constant_lr_x_is_the_running_mean_of_z():
