@@ -15,46 +15,12 @@ import torch.distributed as dist
 
 from algoperf import spec
 from algoperf.pytorch_utils import pytorch_setup
+from submissions.baseline_settings import BATCH_SIZES, get_batch_size, hparam, optional_hparam
 from submissions.schedules import warmup_cosine
 
+__all__ = ["BATCH_SIZES", "get_batch_size", "hparam", "optional_hparam", "make_scheduler", "training_step", "data_selection"]
+
 USE_PYTORCH_DDP, RANK, DEVICE, N_GPUS = pytorch_setup()
-
-# Reference batch sizes of the AlgoPerf PyTorch baselines; the development workloads' ours.
-BATCH_SIZES = {
-    "criteo1tb": 262_144,
-    "fastmri": 32,
-    "imagenet_resnet": 1024,
-    "imagenet_vit": 1024,
-    "librispeech_conformer": 256,
-    "librispeech_deepspeech": 256,
-    "ogbg": 512,
-    "wmt": 128,
-    "mnist": 16,
-    "mnist1d": 128,
-    "cifar": 128,
-}
-
-
-def get_batch_size(workload_name: str) -> int:
-    if workload_name not in BATCH_SIZES:
-        raise ValueError(f"no batch size for workload {workload_name!r}")
-    return BATCH_SIZES[workload_name]
-
-
-def hparam(hyperparameters: Any, name: str, default: Any) -> Any:
-    """A hyperparameter the submission needs: `default` under self-tuning (hyperparameters is None).
-
-    Under external tuning the value comes from the search space and nowhere else: a name the
-    space does not define raises (`algoperf.tuning.MissingHyperparameterError`, naming the
-    search-space file), so a typo in a search space stops the trial instead of tuning nothing.
-    """
-    return default if hyperparameters is None else getattr(hyperparameters, name)
-
-
-def optional_hparam(hyperparameters: Any, name: str, default: Any) -> Any:
-    """A knob whose absence means "off" (`grad_clip`, as the reference baselines read it with
-    `hasattr`): the search space's value if it defines one, else `default`."""
-    return default if hyperparameters is None else getattr(hyperparameters, name, default)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, workload: spec.Workload, hyperparameters: Any) -> Any:
