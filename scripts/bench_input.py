@@ -58,7 +58,7 @@ PLAN: dict[str, tuple[int, int]] = {
     "fastmri": (8, 12),
     "criteo1tb": (8192, 12),
     "librispeech_conformer": (8, 12),
-    "wmt": (32, 12),
+    "wmt": (8, 12),
     "ogbg": (128, 12),
 }
 
