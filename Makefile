@@ -36,7 +36,7 @@ lint: install
 # tests/test_docker.py runs last, so that the CPU test image has the whole suite's time to build.
 DOCKER_TESTS := tests/test_docker.py
 test: install docker-prereqs browser lint
-	$(PYTHON) -m pytest -q $(filter-out $(DOCKER_TESTS),$(sort $(wildcard tests/test_*.py))) $(DOCKER_TESTS)
+	$(PYTHON) -m pytest -q --durations=25 $(filter-out $(DOCKER_TESTS),$(sort $(wildcard tests/test_*.py))) $(DOCKER_TESTS)
 
 # The tests marked heavy (every workload variant's synthetic run), left out of `make test`.
 test-heavy: install docker-prereqs
