@@ -121,13 +121,7 @@ class OgbgWorkload(OgbgData, JaxWorkload):
     """ogbg and its variants (activation, widths and steps come from the variant's model_options)."""
 
     def build_model(self) -> nn.Module:
-        return GNN(
-            num_outputs=NUM_TASKS,
-            activation=str(self.options.get("activation", "relu")),
-            latent_dim=int(self.options.get("latent_dim", 256)),
-            hidden_dims=tuple(int(d) for d in self.options.get("hidden_dims", (256,))),
-            num_message_passing_steps=int(self.options.get("num_message_passing_steps", 5)),
-        )
+        return GNN(num_outputs=NUM_TASKS, **self.model_config())
 
     def num_shards(self) -> int:
         """One packed batch per device (the reference's per-device batches)."""

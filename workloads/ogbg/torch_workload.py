@@ -241,13 +241,8 @@ class OgbgWorkload(OgbgData, TorchWorkload):
     """ogbg and its variants (activation, widths and steps come from the variant's model_options)."""
 
     def build_model(self) -> nn.Module:
-        return GNN(
-            num_outputs=NUM_TASKS,
-            activation_name=str(self.options.get("activation", "relu")),
-            latent_dim=int(self.options.get("latent_dim", 256)),
-            hidden_dims=tuple(int(d) for d in self.options.get("hidden_dims", (256,))),
-            num_message_passing_steps=int(self.options.get("num_message_passing_steps", 5)),
-        )
+        config = self.model_config()
+        return GNN(num_outputs=NUM_TASKS, activation_name=config.pop("activation"), **config)
 
     def num_shards(self) -> int:
         return backend.world_size()

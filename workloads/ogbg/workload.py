@@ -581,9 +581,21 @@ class OgbgData:
     synthetic_sizes: dict[str, int] = {"train": 64, "eval_train": 16, "validation": 16, "test": 16}
     _ogb: tuple[Graphs, dict[str, np.ndarray]] | None = None
 
+    options: dict
+
     def num_shards(self) -> int:
         """Devices a batch is split over (the torch workload returns the world size)."""
         return 1
+
+    def model_config(self) -> dict[str, Any]:
+        """The GNN's activation and sizes for this variant (its `model_options`; the base's
+        defaults otherwise), read the same way by both frameworks' models."""
+        return {
+            "activation": str(self.options.get("activation", "relu")),
+            "latent_dim": int(self.options.get("latent_dim", 256)),
+            "hidden_dims": tuple(int(d) for d in self.options.get("hidden_dims", (256,))),
+            "num_message_passing_steps": int(self.options.get("num_message_passing_steps", 5)),
+        }
 
     def split_graphs(self, split: str) -> Graphs:
         """The molecules of a split ('train', 'eval_train', 'validation', 'test'), built once."""
