@@ -93,42 +93,29 @@ def torch_float64_step(workload: Any, model: torch.nn.Module, batch: dict[str, A
 def jax_float64_step(workload: Any, model: torch.nn.Module, convert: Any, batch: dict[str, Any],
                      placed_batch: Any = None) -> dict[str, np.ndarray]:
     """The flax model's state (as a torch state_dict) after one AdamW step in float64 from the
-    torch model's weights, on a numpy batch in the JAX model's layout: on one device, or, with
-    `placed_batch` (a function placing the batch, e.g. the workload's `device_batch`), with the
-    parameters replicated over every device."""
+    torch model's weights, on a numpy batch in the JAX model's layout (see `jax_float64_update`)."""
+    params, state = parity.load_into_jax(copy.deepcopy(model).double(), convert)
+    new_params, new_state = jax_float64_update(workload, params, state, batch, placed_batch)
+    return parity.jax_params_as_torch(new_params, new_state, convert)
+
+
+def jax_float64_update(workload: Any, params: Any, model_state: Any, batch: dict[str, Any],
+                       placed_batch: Any = None) -> tuple[Any, Any]:
+    """(params, model_state) as numpy float64 after one AdamW step in float64: on one device, or,
+    with `placed_batch` (a function placing the batch, e.g. the workload's `device_batch`), with
+    the parameters replicated over every device."""
     with jax.enable_x64(True):
-        params, state = parity.load_into_jax(copy.deepcopy(model).double(), convert)
+        params, model_state = _float64(jax.device_get((params, model_state)))
         batch = _float64(batch)
         if placed_batch is None:
-            params, state, batch = parity.on_one_device((params, state, batch))
+            params, model_state, batch = parity.on_one_device((params, model_state, batch))
         else:
-            params, state = jax_sharding_utils.replicate((params, state))
+            params, model_state = jax_sharding_utils.replicate((params, model_state))
             batch = placed_batch(batch)
-        new_params, new_state = parity.jax_adamw_step(workload, params, state, batch)
+        new_params, new_state = parity.jax_adamw_step(workload, params, model_state, batch)
         devices = {d for leaf in jax.tree.leaves(new_params) for d in leaf.sharding.device_set}
         assert len(devices) == (1 if placed_batch is None else jax.device_count())
-        return parity.jax_params_as_torch(new_params, new_state, convert)
-
-
-def jax_sgd_step(workload: Any, params: Any, model_state: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-    """(params, model_state) after one plain SGD step (lr parity.LR, dropout off), jitted, in the
-    dtype of the inputs. A sharded and a single-device step differ only in the order of the batch
-    reductions; SGD's step is lr x gradient, so it shows that float32 difference as it is (Adam's
-    g / (|g| + eps) would amplify it for the weights whose gradient is near 0)."""
-
-    @jax.jit
-    def step(params: Any, model_state: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-        def loss_fn(p: Any) -> tuple[Any, Any]:
-            logits, new_state = workload.model_fn(p, batch, model_state, spec.ForwardPassMode.TRAIN,
-                                                  jax.random.PRNGKey(0), update_batch_norm=True,
-                                                  dropout_rate=0.0)
-            loss = workload.loss_fn(batch["targets"], logits, batch.get("weights"))
-            return loss["summed"] / loss["n_valid_examples"], new_state
-
-        grads, new_state = jax.grad(loss_fn, has_aux=True)(params)
-        return jax.tree.map(lambda p, g: p - parity.LR * g, params, grads), new_state
-
-    return step(params, model_state, batch)
+        return jax.device_get((new_params, new_state))
 
 
 def relative_differences(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, float]:

@@ -8,7 +8,7 @@ reference transcript, summed over the split, divided by the summed number of ref
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -64,3 +64,30 @@ def word_error_rate(hypotheses: Sequence[str], references: Sequence[str]) -> flo
         errors += e
         words += n
     return errors / words if words else 0.0
+
+
+def transcript_errors(
+    framewise_tokens: np.ndarray,
+    paddings: np.ndarray,
+    targets: np.ndarray,
+    target_paddings: np.ndarray,
+    detokenize: Callable[[Sequence[int]], str],
+) -> tuple[int, int]:
+    """(word errors, reference words) of a batch: each row's arg-max path greedily decoded and
+    detokenised against its target ids (target padding dropped). Both frameworks' evals call it
+    with their per-batch numpy arrays."""
+    errors = words = 0
+    for hyp, ids, pad in zip(ctc_greedy_decode(framewise_tokens, paddings), targets, target_paddings):
+        e, n = word_errors(detokenize(hyp), detokenize(np.asarray(ids)[np.asarray(pad) == 0]))
+        errors += e
+        words += n
+    return errors, words
+
+
+def eval_metrics(totals: dict[str, float]) -> dict[str, float]:
+    """A split's metrics from its summed CTC loss, loss normaliser (target tokens), word errors
+    and reference words: the CTC loss per target token and the corpus WER."""
+    return {
+        "ctc_loss": totals["ctc_loss"] / max(totals["n_valid"], 1.0),
+        "wer": totals["word_errors"] / max(totals["num_words"], 1.0),
+    }

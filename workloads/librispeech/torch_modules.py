@@ -20,7 +20,7 @@ from torch import nn
 from algoperf import spec
 from workloads.librispeech import frontend as fe
 from workloads.librispeech.data import LibriSpeechData
-from workloads.librispeech.metrics import BLANK_ID, ctc_greedy_decode, word_errors
+from workloads.librispeech.metrics import BLANK_ID, eval_metrics, transcript_errors
 from workloads.torch_base import TorchWorkload
 
 
@@ -341,7 +341,8 @@ class LibriSpeechTorchWorkload(LibriSpeechData, TorchWorkload):
     def eval_batch(
         self, params: spec.ParameterContainer, model_state: Any, batch: dict[str, Any], rng: Any
     ) -> dict[str, Any]:
-        """Summed CTC loss, its normaliser, word errors and reference words of a flat device batch.
+        """Summed CTC loss, its normaliser, word errors and reference words of a device batch
+        (`device_batch`'s layout: ((audio, paddings), (ids, paddings)), weights).
 
         The loss is taken without a mask over the real rows, as the reference's eval does, so the
         normaliser is the number of target tokens and `ctc_loss` a per-token loss like the
@@ -352,10 +353,10 @@ class LibriSpeechTorchWorkload(LibriSpeechData, TorchWorkload):
         zero = torch.zeros((), dtype=torch.float64, device=device)
         if not bool(real.any()):
             return {"ctc_loss": zero, "n_valid": zero, "word_errors": zero, "num_words": zero}
-        b = {k: v[real] for k, v in batch.items()}
+        (audio, audio_paddings), (targets, target_paddings) = batch["inputs"], batch["targets"]
         model_batch = {
-            "inputs": (b["inputs"], b["input_paddings"]),
-            "targets": (b["targets"], b["target_paddings"]),
+            "inputs": (audio[real], audio_paddings[real]),
+            "targets": (targets[real], target_paddings[real]),
         }
         (logits, paddings), _ = self.model_fn(
             params,
@@ -366,13 +367,10 @@ class LibriSpeechTorchWorkload(LibriSpeechData, TorchWorkload):
             update_batch_norm=False,
         )
         loss = self.loss_fn(model_batch["targets"], (logits, paddings))
-        decoded = ctc_greedy_decode(logits.argmax(-1).cpu().numpy(), paddings.cpu().numpy())
-        targets, target_paddings = b["targets"].cpu().numpy(), b["target_paddings"].cpu().numpy()
-        errors = words = 0
-        for hyp, ids, pad in zip(decoded, targets, target_paddings):
-            e, n = word_errors(self.detokenize(hyp), self.detokenize(ids[pad == 0]))
-            errors += e
-            words += n
+        errors, words = transcript_errors(
+            logits.argmax(-1).cpu().numpy(), paddings.cpu().numpy(),
+            *(t.cpu().numpy() for t in model_batch["targets"]), self.detokenize,
+        )
         return {
             "ctc_loss": loss["summed"].detach().to(torch.float64),
             "n_valid": loss["n_valid_examples"].detach().to(torch.float64),
@@ -383,7 +381,4 @@ class LibriSpeechTorchWorkload(LibriSpeechData, TorchWorkload):
     def finalize_eval_metrics(
         self, totals: dict[str, float], num_examples: int
     ) -> dict[str, float]:
-        return {
-            "ctc_loss": totals["ctc_loss"] / max(totals["n_valid"], 1.0),
-            "wer": totals["word_errors"] / max(totals["num_words"], 1.0),
-        }
+        return eval_metrics(totals)

@@ -34,7 +34,10 @@ BASE = WorkloadInfo(
     loss_type=LossType.CTC_LOSS,
     default_dropout=0.1,
     n_params={"pytorch": 32_321_792, "jax": 32_321_792},
-    implementations={"pytorch": "workloads.librispeech_conformer.torch_workload:ConformerWorkload"},
+    implementations={
+        "pytorch": "workloads.librispeech_conformer.torch_workload:ConformerWorkload",
+        "jax": "workloads.librispeech_conformer.jax_workload:ConformerWorkload",
+    },
 )
 
 WORKLOADS = [

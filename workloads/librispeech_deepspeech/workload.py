@@ -29,7 +29,8 @@ BASE = WorkloadInfo(
     # PyTorch's LSTMs carry two bias vectors per gate, JAX's one: 6 x 2 x 4 x 256 more here.
     n_params={"pytorch": 18_393_600, "jax": 18_381_312},
     implementations={
-        "pytorch": "workloads.librispeech_deepspeech.torch_workload:DeepSpeechWorkload"
+        "pytorch": "workloads.librispeech_deepspeech.torch_workload:DeepSpeechWorkload",
+        "jax": "workloads.librispeech_deepspeech.jax_workload:DeepSpeechWorkload",
     },
 )
 
