@@ -152,9 +152,14 @@ def _steps(name: str) -> tuple:
 @pytest.mark.parametrize("name", VARIANTS)
 def test_one_adamw_step_gives_the_same_parameters_and_batch_norm_statistics(name: str) -> None:
     expected, got = _steps(name)
-    extra = [k for k in expected if ".bias_hh_l0" in k]  # PyTorch's second LSTM bias
-    worst = parity_twins.relative_differences({k: v for k, v in got.items() if k not in extra},
-                                              {k: v for k, v in expected.items() if k not in extra})
+    assert set(got) == set(expected), sorted(set(got) ^ set(expected))
+    extra = {k for k in expected if ".bias_hh_l0" in k}  # PyTorch's second LSTM bias
+    # Each difference relative to the tensor's scale, or to Adam's step LR if the tensor is
+    # smaller: a weight whose true gradient is 0 moves by rounding noise only. Measured: without
+    # residual connections the subsampling's linear bias feeds straight into a batch norm, which
+    # removes it; from 0 it moves by 7e-12 in PyTorch and 4e-12 in JAX (a real step: ~1e-3).
+    worst = {k: float(np.abs(got[k] - v).max() / max(np.abs(v).max(), parity.LR))
+             for k, v in expected.items() if k not in extra}
     assert max(worst.values()) <= 1e-4, {k: v for k, v in worst.items() if v > 1e-4}
 
 
