@@ -2,9 +2,13 @@
 
 Every registered workload or variant with both implementations and a `convert.py` is measured
 on the CPU, on a small batch of its synthetic data (`--batch-size`, default 8), with the model
-options of its converter's `PARITY_OPTIONS` if it has some (e.g. Criteo's smaller table):
+options of its converter's `PARITY_OPTIONS` if it has some (e.g. Criteo's smaller table). Both
+frameworks get the same numpy batch in their model's layout, as the parity tests give it
+(PyTorch: `device_batch`, LibriSpeech's tuples of tensors; JAX: the numpy arrays on the device,
+through `model_batch` where the workload has one, LibriSpeech's tuples); tuple outputs too:
 
-- output difference: max |jax - torch| / max |torch| of the eval-mode outputs, float32, the
+- output difference: max |jax - torch| / max |torch| of the eval-mode outputs (the largest over
+  the arrays of a tuple output such as LibriSpeech's (logits, paddings)), float32, the
   PyTorch weights loaded into flax (its zero head perturbed first, so that it is not 0 vs 0);
 - step time: one AdamW step (forward, loss, backward, update; JAX jitted, its compile excluded)
   timed in interleaved rounds (torch, jax, torch, jax, ...) in one process on one CPU thread
@@ -13,7 +17,8 @@ options of its converter's `PARITY_OPTIONS` if it has some (e.g. Criteo's smalle
   the per-round ratios;
 - peak memory: one process per framework builds the model and takes `--steps` steps; its peak
   resident memory above what the process held after importing the framework (`ru_maxrss` minus
-  the resident size after import): what the model, its optimizer and its step cost.
+  the resident size after import): what the model, its optimizer and its step cost (for JAX,
+  XLA's compilation of the step included).
 
     python scripts/parity_report.py [--workloads NAME ...] [--rounds 7] [--batch-size 8]
 
@@ -23,7 +28,6 @@ The last line is `max_output_difference=<the largest output difference>`.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import statistics
@@ -53,48 +57,64 @@ def paired_workloads() -> list[str]:
 
 
 # ---- worker side (one process per measurement) --------------------------------------------------
-def _setup(name: str, frameworks: tuple[str, ...], batch_size: int) -> dict[str, Any]:
+def _options(name: str) -> dict[str, Any]:
+    """The converter's `PARITY_OPTIONS` of a workload (model options of a CPU-sized twin)."""
     import importlib
 
-    import numpy as np
-
-    from algoperf.random_utils import prng_key
     from workloads import registry
 
-    info = registry.get(name)
-    package = info.implementations["jax"].split(":")[0].rsplit(".", 1)[0]
-    options = dict(getattr(importlib.import_module(f"{package}.convert"), "PARITY_OPTIONS", {}))
-    out: dict[str, Any] = {"options": options}
-    if "pytorch" in frameworks:
-        import torch
-
-        torch.set_num_threads(1)
-        torch.manual_seed(0)
-        tw = registry.load(name, "pytorch", data="synthetic", **options)
-        model, _ = tw.init_model_fn(prng_key(0))
-        with torch.no_grad():  # a zero-initialised tensor (ViT's head) would compare 0 with 0
-            for p in model.parameters():
-                if p.numel() > 1 and not bool(p.any()):
-                    p.uniform_(-0.1, 0.1)
-        out.update(torch_workload=tw, torch_model=model)
-        source = tw
-    if "jax" in frameworks:
-        jw = registry.load(name, "jax", data="synthetic", **options)
-        out["jax_workload"] = jw
-        source = jw
-    batch = next(iter(source.train_batches(batch_size, 0)))
-    if "weights" not in batch:
-        batch["weights"] = np.ones(len(batch["targets"]), np.float32)
-    out["batch"] = {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in batch.items()}
-    return out
+    package = registry.get(name).implementations["jax"].split(":")[0].rsplit(".", 1)[0]
+    return dict(getattr(importlib.import_module(f"{package}.convert"), "PARITY_OPTIONS", {}))
 
 
-def _torch_stepper(tw: Any, model: Any, batch: dict[str, Any]) -> Any:
+def _float32(tree: Any) -> Any:
+    """float64 numpy arrays (nested dicts included: OGBG's graphs) as float32."""
+    import numpy as np
+
+    if isinstance(tree, dict):
+        return {k: _float32(v) for k, v in tree.items()}
+    if isinstance(tree, np.ndarray) and tree.dtype == np.float64:
+        return tree.astype(np.float32)
+    return tree
+
+
+def _numpy_batch(workload: Any, batch_size: int) -> dict[str, Any]:
+    """The first synthetic training batch, flat numpy, as the input pipeline yields it (no
+    weights added: training batches carry none, and each loss_fn then counts every example)."""
+    return _float32(next(iter(workload.train_batches(batch_size, 0))))
+
+
+def _torch_batch(tw: Any, batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch as the PyTorch model takes it: `device_batch` (tensors; LibriSpeech's tuples)."""
+    return tw.device_batch(batch)
+
+
+def _jax_batch(jw: Any, batch: dict[str, Any]) -> Any:
+    """The batch as the flax model takes it, as the parity tests give it: the numpy arrays in the
+    model's layout (`model_batch` where the JAX workload has one: LibriSpeech's tuples), placed on
+    the one device."""
+    import jax
+
+    model_batch = getattr(jw, "model_batch", None)
+    return jax.device_put(model_batch(batch) if model_batch else batch, jax.devices()[0])
+
+
+def _perturb_zero_weights(model: Any) -> None:
+    """A zero-initialised tensor (ViT's head) would compare 0 with 0: drawn from U(-0.1, 0.1)."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.numel() > 1 and not bool(p.any()):
+                p.uniform_(-0.1, 0.1)
+
+
+def _torch_stepper(tw: Any, model: Any, tb: dict[str, Any]) -> Any:
+    """One AdamW step on the batch `tb` (in the torch model's layout), dropout off."""
     import torch
 
     from algoperf import spec
 
-    tb = {k: torch.from_numpy(v) for k, v in batch.items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
 
     def step() -> None:
@@ -107,7 +127,9 @@ def _torch_stepper(tw: Any, model: Any, batch: dict[str, Any]) -> Any:
     return step
 
 
-def _jax_stepper(jw: Any, params: Any, model_state: Any, batch: dict[str, Any]) -> Any:
+def _jax_stepper(jw: Any, params: Any, model_state: Any, jb: Any) -> Any:
+    """One jitted optax AdamW step on the batch `jb` (in the flax model's layout, on the device,
+    an argument of the jitted function rather than a constant folded into it), dropout off."""
     import jax
     import optax
 
@@ -116,7 +138,7 @@ def _jax_stepper(jw: Any, params: Any, model_state: Any, batch: dict[str, Any]) 
     tx = optax.adamw(1e-3, weight_decay=0.01)
 
     @jax.jit
-    def update(params: Any, model_state: Any, opt_state: Any) -> Any:
+    def update(params: Any, model_state: Any, opt_state: Any, batch: Any) -> Any:
         def loss_fn(p: Any) -> Any:
             logits, new_state = jw.model_fn(p, batch, model_state, spec.ForwardPassMode.TRAIN,
                                             jax.random.PRNGKey(0), True, dropout_rate=0.0)
@@ -130,51 +152,60 @@ def _jax_stepper(jw: Any, params: Any, model_state: Any, batch: dict[str, Any]) 
     state = [params, model_state, tx.init(params)]
 
     def step() -> None:
-        state[:] = jax.block_until_ready(update(*state))
+        state[:] = jax.block_until_ready(update(*state, jb))
 
     return step
 
 
-def _loaded_into_jax(parts: dict[str, Any]) -> tuple[Any, Any]:
+def output_difference(theirs: Any, ours: Any) -> float:
+    """The largest max |jax - torch| / max |torch| over the outputs' arrays (a model may return
+    several: LibriSpeech's (logits, paddings)); both outputs must have the same structure."""
     import jax
-    import jax.numpy as jnp
 
-    from workloads.convert import converter
+    import parity
 
-    state = {k: v.detach().numpy() for k, v in parts["torch_model"].state_dict().items()}
-    variables = jax.tree.map(jnp.asarray, converter(parts["torch_workload"]).to_flax(state))
-    params = variables.pop("params")
-    return params, (variables or None)
+    theirs = [t.detach().numpy() for t in jax.tree.leaves(theirs)]
+    ours = jax.tree.leaves(ours)
+    if len(theirs) != len(ours):
+        raise ValueError(f"the PyTorch model returned {len(theirs)} arrays, the flax model "
+                         f"{len(ours)}: model_fn outputs should have the same structure")
+    return max(parity.max_relative_difference(o, t) for o, t in zip(ours, theirs))
 
 
 def worker_compare(name: str, batch_size: int, rounds: int) -> dict[str, Any]:
-    """Output difference and interleaved step times, both frameworks in this process."""
-    import jax
-    import numpy as np
+    """Output difference and interleaved step times, both frameworks in this process, built as
+    the parity tests build them (tests/parity_twins.py): the PyTorch model from seed 0, its weights
+    in the flax model through the workload's converter."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import parity_twins
     import torch
 
     from algoperf import spec
 
-    parts = _setup(name, ("pytorch", "jax"), batch_size)
-    tw, jw, model, batch = parts["torch_workload"], parts["jax_workload"], parts["torch_model"], parts["batch"]
-    params, model_state = _loaded_into_jax(parts)
-    # What init_model_fn sets up (JaxWorkload keeps it private), without drawing weights: the
-    # weights are the PyTorch model's.
-    jw._model = jw.build_model()
-    jw._takes_dropout = "dropout_rate" in inspect.signature(jw._model.__call__).parameters
-    tb = {k: torch.from_numpy(v) for k, v in batch.items()}
-    theirs, _ = tw.model_fn(model, tb, None, spec.ForwardPassMode.EVAL, None, False)
-    ours, _ = jax.jit(lambda p, s: jw.model_fn(p, batch, s, spec.ForwardPassMode.EVAL, None, False))(
-        params, model_state)
-    theirs, ours = theirs.detach().numpy().astype(np.float64), np.asarray(ours, np.float64)
-    difference = float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-12))
+    import parity
 
-    torch_step = _torch_stepper(tw, model, batch)
-    jax_step = _jax_stepper(jw, params, model_state, batch)
+    torch.set_num_threads(1)
+    options = _options(name)
+    tw, jw, model, convert = parity_twins.twins(name, **options)
+    _perturb_zero_weights(model)
+    params, model_state = parity.load_into_jax(model, convert)
+    batch = _numpy_batch(tw, batch_size)
+    tb, jb = _torch_batch(tw, batch), _jax_batch(jw, batch)
+    with torch.no_grad():
+        theirs, _ = tw.model_fn(model, tb, None, spec.ForwardPassMode.EVAL, None, False)
+    ours = parity_twins.eval_outputs(jw, params, model_state, jb)
+    difference = output_difference(theirs, ours)
+
+    torch_step = _torch_stepper(tw, model, tb)
+    jax_step = _jax_stepper(jw, params, model_state, jb)
     start = time.perf_counter()
     jax_step()  # compile
     compile_s = time.perf_counter() - start
-    torch_step()  # warm-up
+    # A second warm-up step each: a model without state gets `None` in and an empty state back,
+    # so the jitted step compiles once more on its second call (measured: MNIST's 2nd step 0.7 s).
+    for _ in range(2):
+        torch_step()
+    jax_step()
     times: dict[str, list[float]] = {"torch": [], "jax": []}
     for r in range(rounds):
         order = (("torch", torch_step), ("jax", jax_step))
@@ -185,7 +216,7 @@ def worker_compare(name: str, batch_size: int, rounds: int) -> dict[str, Any]:
     ratios = [j / t for j, t in zip(times["jax"], times["torch"])]
     return {"difference": difference, "torch_s": statistics.median(times["torch"]),
             "jax_s": statistics.median(times["jax"]), "ratio": statistics.median(ratios),
-            "jax_compile_s": compile_s, "options": parts["options"]}
+            "jax_compile_s": compile_s, "options": options}
 
 
 def _rss_bytes() -> int:
@@ -206,16 +237,22 @@ def worker_memory(name: str, framework: str, batch_size: int, steps: int) -> dic
         import jax  # noqa: F401
         import optax  # noqa: F401
     else:
-        import torch  # noqa: F401
+        import torch
 
     baseline = _rss_bytes()
-    parts = _setup(name, (framework,), batch_size)
+    from workloads import registry
+
+    options = _options(name)
     if framework == "pytorch":
-        step = _torch_stepper(parts["torch_workload"], parts["torch_model"], parts["batch"])
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        tw = registry.load(name, "pytorch", data="synthetic", **options)
+        model, _ = tw.init_model_fn(prng_key(0))
+        step = _torch_stepper(tw, model, _torch_batch(tw, _numpy_batch(tw, batch_size)))
     else:
-        jw = parts["jax_workload"]
+        jw = registry.load(name, "jax", data="synthetic", **options)
         params, model_state = jw.init_model_fn(prng_key(0))
-        step = _jax_stepper(jw, params, model_state, parts["batch"])
+        step = _jax_stepper(jw, params, model_state, _jax_batch(jw, _numpy_batch(jw, batch_size)))
     for _ in range(steps):
         step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
