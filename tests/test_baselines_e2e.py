@@ -21,7 +21,9 @@ EVAL_EVERY = 50
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("submission", ["shampoo", "kfac", "schedule_free"])
+# K-FAC in `make test`; Shampoo and Schedule-Free (two minutes each) in `make test-heavy`.
+@pytest.mark.parametrize("submission", [pytest.param("shampoo", marks=pytest.mark.heavy), "kfac",
+                                        pytest.param("schedule_free", marks=pytest.mark.heavy)])
 def test_baseline_reaches_the_mnist1d_target_within_step_hint_steps(tmp_path, submission):
     info = registry.get("mnist1d")
     out = run_cli("run", "-w", "mnist1d", "-s", submission, "--stop-at", "validation",

@@ -13,8 +13,9 @@ from conftest import read_eval_rows, read_summary, run_cli, trial_path
 @pytest.mark.parametrize(
     "submission, ruleset",
     # Shampoo, K-FAC and Schedule-Free (external) are run by test_baselines_e2e.py.
-    [("adamw", "external"), ("nadamw", "external"), ("sgd", "external"),
-     ("schedule_free_self_tuning", "self")],
+    # AdamW and SGD in `make test`; the others (a minute or more each) in `make test-heavy`.
+    [("adamw", "external"), pytest.param("nadamw", "external", marks=pytest.mark.heavy), ("sgd", "external"),
+     pytest.param("schedule_free_self_tuning", "self", marks=pytest.mark.heavy)],
 )
 def test_baseline_reaches_the_mnist1d_target(tmp_path, submission, ruleset):
     # A generous budget: this checks that the baseline reaches the target, and a shared CI

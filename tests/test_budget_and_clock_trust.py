@@ -114,7 +114,7 @@ def test_the_progress_line_is_not_on_the_clock(tmp_path):
         virtual_time.advance(WAIT)
 
     result = run(tmp_path, progress=slow_progress, max_steps=6, eval_every=1000, max_runtime=100 * WAIT)
-    assert len(reports) >= 3
+    assert len(reports) >= 2  # the first step's and the final one (the rest are throttled by real time)
     assert result.phases["logging"] >= len(reports) * WAIT
     assert result.phases["submission"] < WAIT
 

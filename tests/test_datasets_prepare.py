@@ -232,7 +232,7 @@ BATCH = {"mnist": 16, "ogbg": 8, "cifar": 8, "wmt": 4, "criteo1tb": 16,
          "librispeech_conformer": 2, "imagenet_resnet": 2, "fastmri": 2}
 RUNS = [
     pytest.param("mnist", "adamw", marks=pytest.mark.slow),
-    pytest.param("ogbg", "adamw", marks=pytest.mark.slow),
+    pytest.param("ogbg", "adamw", marks=pytest.mark.heavy),
     pytest.param("cifar", "adamw", marks=pytest.mark.heavy),
     pytest.param("wmt", "adamw", marks=pytest.mark.heavy),
     pytest.param("fastmri", "adamw", marks=pytest.mark.heavy),
