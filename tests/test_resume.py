@@ -17,7 +17,7 @@ from algoperf import checkpoint
 
 from conftest import REPO, read_eval_rows, read_summary, run_cli, trial_path
 
-MAX_STEPS = "400"
+MAX_STEPS = "200"  # 4 checkpoints and 4 evals: every kill below lands between two of them
 COMMON = [
     "run", "-w", "mnist1d", "-s", "adamw", "--data", "synthetic", "--max-steps", MAX_STEPS,
     "--eval-every", "50", "--checkpoint-every", "50", "--stop-at", "never", "--quiet",
@@ -117,7 +117,7 @@ def test_kill_before_the_first_checkpoint(tmp_path, clean_run):
 @pytest.mark.slow
 def test_kill_mid_run_three_times(tmp_path, clean_run):
     trial = trial_path(tmp_path, "r")
-    for i, at in enumerate((100, 200, 300)):
+    for i, at in enumerate((50, 100, 150)):
         proc = start(tmp_path, *(["--resume"] if i else []))
         wait_for(lambda at=at: max(checkpoint_steps(trial), default=0) >= at)
         kill(proc)
