@@ -13,8 +13,9 @@ from conftest import read_eval_rows, read_summary, run_cli, trial_path
 @pytest.mark.parametrize(
     "submission, ruleset",
     # Shampoo, K-FAC and Schedule-Free (external) are run by test_baselines_e2e.py.
-    # AdamW and SGD in `make test`; the others (a minute or more each) in `make test-heavy`.
-    [("adamw", "external"), pytest.param("nadamw", "external", marks=pytest.mark.heavy), ("sgd", "external"),
+    # AdamW in `make test`; the others in `make test-heavy`.
+    [("adamw", "external"), pytest.param("nadamw", "external", marks=pytest.mark.heavy),
+     pytest.param("sgd", "external", marks=pytest.mark.heavy),
      pytest.param("schedule_free_self_tuning", "self", marks=pytest.mark.heavy)],
 )
 def test_baseline_reaches_the_mnist1d_target(tmp_path, submission, ruleset):

@@ -150,7 +150,9 @@ def test_forward_backward_and_eval_on_a_synthetic_batch():
     assert 0.0 <= metrics["validation/accuracy"] <= 1.0 and metrics["train/loss"] > 0
 
 
-@pytest.mark.slow
+# Full-size forward passes (10 s each here): `make test-heavy`; the variants' blocks are compared
+# with their JAX twins in `make test`.
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "name", ["imagenet_resnet_silu", "imagenet_resnet_gelu", "imagenet_resnet_large_bn_init"]
 )

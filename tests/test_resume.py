@@ -165,7 +165,8 @@ def test_a_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, clean_r
     assert resumes[-1]["from_step"] < int(newest.stem.split("_")[1])
 
 
-@pytest.mark.slow
+# In `make test-heavy`: every resume test above already compares a second run with the clean one.
+@pytest.mark.heavy
 def test_same_command_same_seed_gives_identical_rows(tmp_path, clean_run):
     out = run_cli(*COMMON, "--experiment-dir", str(tmp_path), "--name", "r")
     assert out.returncode == 0, out.stderr

@@ -13,11 +13,11 @@ from workloads import registry
 from conftest import read_eval_rows, read_summary, run_cli, trial_path
 
 ALL = sorted(registry.all_workloads())
-# The base workloads run in `make test`, but for the four whose full-size model takes half a minute
-# to a minute to build and step on the CPU (their models are checked in test_<workload>.py and
+# The base workloads run in `make test`, but for those whose full-size model takes the longest to
+# build and step on the CPU (their models are checked in test_<workload>.py and
 # against their JAX twins); those and every variant (same pipeline, another model) are marked
 # heavy and run by `make test-heavy`, which keeps `make test` within its time goal.
-FULL_SIZE = {"criteo1tb", "fastmri", "imagenet_resnet", "imagenet_vit"}
+FULL_SIZE = {"criteo1tb", "fastmri", "imagenet_resnet", "imagenet_vit", "librispeech_deepspeech", "wmt"}
 RUNS = [name if registry.get(name).base is None and name not in FULL_SIZE
         else pytest.param(name, marks=pytest.mark.heavy) for name in ALL]
 
