@@ -70,8 +70,10 @@ class FileServer:
                 self.end_headers()
                 cut = server.drop_after.pop(name, None)
                 sent = body if cut is None else body[:cut]
-                self.wfile.write(sent)
+                # Counted before the write: the client may return (and the test read the count)
+                # as soon as the last byte arrives, before this thread runs another line.
                 server.bytes_sent[name] = server.bytes_sent.get(name, 0) + len(sent)
+                self.wfile.write(sent)
                 if cut is not None:
                     self.wfile.flush()
                     self.close_connection = True
