@@ -430,6 +430,42 @@ def bench_gram(rounds: int, band_rows: list[int]) -> None:
         print(f"gram_band_{b}_ratio={sum(ratios[b]) / len(ratios[b]):.3f}")
 
 
+# (rows, inner, columns) of x @ w^T products: Shampoo's blocks (M P_R, P_L T), K-FAC's sandwiches
+# and factors, and rows below submissions/matmul.py's MIN_ROWS.
+MATMUL_SHAPES = [(1024, 512, 1024), (512, 1024, 512), (512, 512, 1024), (256, 512, 1024), (1024, 1024, 1024),
+                 (576, 32768, 576), (128, 1024, 1024), (64, 576, 64)]
+
+
+def bench_matmul(rounds: int) -> None:
+    """GFLOP/s of x @ w^T as torch's product (F.linear) and as a 1 x 1 convolution of a batch of
+    1, 4, 8, 16 or 32 channels-last images: the evidence for submissions/matmul.py's CONV_BATCH
+    and MIN_ROWS. Best of `rounds`, interleaved."""
+    import math
+
+    import torch.nn.functional as F
+
+    def conv(x: torch.Tensor, w: torch.Tensor, batch: int) -> torch.Tensor:
+        p, n = x.shape
+        return F.conv2d(x.view(batch, p // batch, 1, n).permute(0, 3, 1, 2), w.view(w.shape[0], n, 1, 1))
+
+    batches = [1, 4, 8, 16, 32]
+    speedups = []
+    for p, n, m in MATMUL_SHAPES:
+        x, w = torch.randn(p, n), torch.randn(m, n)
+        best = {b: math.inf for b in [0] + batches}
+        for _ in range(rounds):
+            for b in best:
+                start = time.perf_counter()
+                F.linear(x, w) if b == 0 else conv(x, w, b)
+                best[b] = min(best[b], time.perf_counter() - start)
+        rate = {b: 2 * p * n * m / t / 1e9 for b, t in best.items()}
+        line = ", ".join(f"batch {b} {rate[b]:.0f}" for b in batches)
+        print(f"matmul {p} x {n} x {m}: torch {rate[0]:.0f} GFLOP/s; as a 1x1 convolution: {line}")
+        if p >= 256:
+            speedups.append(best[0] / best[16])
+    print(f"conv_matmul_speedup={math.exp(sum(map(math.log, speedups)) / len(speedups)):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["resnet18", "transformer"], default="resnet18")
@@ -449,8 +485,13 @@ def main() -> None:
                              "(e.g. `git worktree add DIR <commit>`), as <name>_before")
     parser.add_argument("--gram", action="store_true",
                         help="instead: time banded lower-triangle Gram products against full ones")
+    parser.add_argument("--matmul", action="store_true",
+                        help="instead: time products as torch's matmul and as 1x1 convolutions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.matmul:
+        bench_matmul(max(3, args.rounds))
+        return
     if args.gram:
         bench_gram(max(3, args.rounds), [128, 256, 512])
         return

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from submissions.matmul import accumulate_lower_gram_conv_
+
 # When to split: `scripts/bench_optimizers.py --gram` times the banded product against one full
 # product. On the 2-core AVX-512 CPU it was measured on, bands pay only when the inner dimension is
 # long (576 x 32768, K-FAC's first-stage conv factors: 256-row bands take 0.85 of the full
@@ -37,8 +39,11 @@ def accumulate_lower_gram_(out: torch.Tensor, x: torch.Tensor, alpha: float = 1.
 
     `x` is (n, m) or a batch (k, n, m) (any strides: a transposed view gives x^T x); `out` is
     (n, n) or (k, n, n). With beta = 0 the old values are ignored (NaN included), as in addmm_.
-    An explicit `band_rows` splits regardless of the inner dimension (tests).
+    An explicit `band_rows` splits regardless of the inner dimension (tests). Float32 on a CPU
+    takes the convolution route of `submissions/matmul.py` where it applies (its own bands).
     """
+    if band_rows is None and accumulate_lower_gram_conv_(out, x, alpha, beta):
+        return out
     edges = band_edges(x.shape[-2], band_rows, None if band_rows else x.shape[-1])
     product = torch.Tensor.baddbmm_ if x.dim() == 3 else torch.Tensor.addmm_
     for i in range(len(edges) - 1):

@@ -30,7 +30,8 @@ weights) into their lower triangle only (`submissions/gram.py`; a Cholesky facto
 trace read no other), all in one flat buffer (one all-reduce); the damped inverses come from one
 batched Cholesky factorisation per matrix size (half the arithmetic of an LU inverse; a matrix
 that is not positive definite keeps its previous inverse, without a host sync); layers of the same
-shape are preconditioned with two batched products and keep their momentum stacked; the Fisher's
+shape are preconditioned with two batched products (float32 on a CPU: per layer, as 1 x 1
+convolutions, `submissions/matmul.py`) and keep their momentum stacked; the Fisher's
 extra backward pass asks autograd for the layers' output gradients only (no weight gradients).
 """
 
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from submissions.gram import accumulate_lower_gram_, symmetrize
+from submissions.matmul import sandwich
 
 FISHER_TYPES = ("empirical", "mc", "type2")
 APPROXIMATIONS = ("expand", "reduce")
@@ -392,7 +394,7 @@ class KFAC(torch.optim.Optimizer):
             g = stack.gradients()
             if stack.ready:
                 a_inv, b_inv = stack.A_inv, stack.B_inv
-                g = torch.bmm(torch.bmm(b_inv, g.to(b_inv.dtype)), a_inv).to(stack.momentum.dtype)
+                g = sandwich(b_inv, g.to(b_inv.dtype).contiguous(), a_inv).to(stack.momentum.dtype)
             stack.momentum.mul_(mu).add_(g)
             p, v = stack.parameter_views(stack.momentum)
             params += p

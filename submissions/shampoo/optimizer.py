@@ -27,7 +27,7 @@ are stored by shape, each shape as one (k, r, c) stack holding their momentum an
 moment, with (k, r, r) and (k, c, c) stacks of statistics and roots. A step copies the gradient
 into the stacks once, updates the statistics with one batched product per shape (lower triangle
 only, `submissions/gram.py`: eigh reads no other), preconditions with two batched products per
-shape, and adds the update back into the parameters through views; nothing loops over blocks in
+shape (float32 on a CPU: per block, as 1 x 1 convolutions, `submissions/matmul.py`), and adds the update back into the parameters through views; nothing loops over blocks in
 Python and nothing waits on the device. A parameter of the layout without a gradient at a step
 is treated as having a zero gradient.
 """
@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from submissions.gram import accumulate_lower_gram_
+from submissions.matmul import sandwich
 
 GRAFTINGS = ("adam", "sgd", "none")
 
@@ -321,7 +322,7 @@ class Shampoo(torch.optim.Optimizer):
                       graft: bool) -> torch.Tensor:
         """Per block: P_L M P_R, rescaled to the grafted direction A's norm if `graft`."""
         pl, pr = stack.state["PL"], stack.state["PR"]
-        d = torch.bmm(torch.bmm(pl, filtered.to(pl.dtype)), pr).to(direction.dtype)
+        d = sandwich(pl, filtered.to(pl.dtype), pr).to(direction.dtype)
         if graft:
             # The clamp keeps a zero block (no gradient yet) finite, without a host sync.
             scale = torch.linalg.vector_norm(direction, dim=(1, 2)) / torch.linalg.vector_norm(d, dim=(1, 2)).clamp_min(1e-30)
