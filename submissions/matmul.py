@@ -11,7 +11,7 @@ batch of CONV_BATCH images at 150-220 GFLOP/s, for rows from MIN_ROWS up; with f
 batches of 1-8 images, oneDNN falls back to a GEMM and the rate to MKL's (measured by
 `scripts/bench_optimizers.py --matmul`; record in docs/benchmarks/bench_optimizers.txt). The
 convolution route is taken only where it was measured to pay: float32 tensors on the CPU, with
-oneDNN available, and at least MIN_ROWS rows in multiples of CONV_BATCH. Everything else (CUDA,
+oneDNN available, and at least MIN_ROWS rows. Everything else (CUDA,
 bfloat16, float64, small blocks) is torch.mm / torch.bmm as before.
 
 `ALGOPERF_CONV_MATMUL=0` turns the route off (benchmarks time both; results differ only in the
@@ -36,19 +36,20 @@ def conv_route(t: torch.Tensor) -> bool:
 
 
 def rows_fit(rows: int) -> bool:
-    return rows >= MIN_ROWS and rows % CONV_BATCH == 0
+    return rows >= MIN_ROWS
 
 
 def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x @ w^T for 2-D x (p x n) and w (m x n): a p x m tensor (a view of the convolution's output
-    on the convolution route, which needs both operands contiguous; F.linear otherwise)."""
+    """x @ w^T for 2-D x (p x n) and w (m x n): a p x m tensor. On the convolution route (both
+    operands contiguous) the first multiple of CONV_BATCH rows are a convolution and the few
+    left over (a K-FAC factor's bias row) a plain product; F.linear otherwise."""
     p, n = x.shape
     if not (conv_route(x) and rows_fit(p) and x.is_contiguous() and w.is_contiguous()):
         return F.linear(x, w)
-    m = w.shape[0]
-    images = x.view(CONV_BATCH, p // CONV_BATCH, 1, n).permute(0, 3, 1, 2)  # channels-last view
-    out = F.conv2d(images, w.view(m, n, 1, 1))
-    return out.permute(0, 2, 3, 1).reshape(p, m)
+    m, q = w.shape[0], p - p % CONV_BATCH
+    images = x[:q].view(CONV_BATCH, q // CONV_BATCH, 1, n).permute(0, 3, 1, 2)  # channels-last view
+    out = F.conv2d(images, w.view(m, n, 1, 1)).permute(0, 2, 3, 1).reshape(q, m)
+    return out if q == p else torch.cat([out, F.linear(x[q:], w)])
 
 
 def sandwich(left: torch.Tensor, middle: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ def sandwich(left: torch.Tensor, middle: torch.Tensor, right: torch.Tensor) -> t
 
 def band_edges(n: int) -> list[int]:
     """Row bands of an n x n Gram matrix on the convolution route: as many as keep each band at
-    least 2 MIN_ROWS rows, in multiples of CONV_BATCH (one band when n has no such split)."""
+    least 2 MIN_ROWS rows, starting at multiples of CONV_BATCH (one band when n has no such split)."""
     bands = max(1, n // (2 * MIN_ROWS))
     edges = [CONV_BATCH * round(i * n / bands / CONV_BATCH) for i in range(bands)] + [n]
     return edges if all(rows_fit(b - a) for a, b in zip(edges, edges[1:])) else [0, n]
