@@ -37,6 +37,7 @@ import contextlib
 import copy
 import importlib
 import importlib.util
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -386,6 +387,25 @@ TRAINERS: dict[str, type[Trainer]] = {
 
 
 # ---- the benchmark -----------------------------------------------------------------------------
+@contextlib.contextmanager
+def checkout_of(name: str) -> Any:
+    """While a `<ours>_before` trainer steps: no convolution route for products (its optimizer
+    module is the other checkout's, but `submissions.gram` is this one's, whose only change since
+    the route came is taking it; see submissions/matmul.py)."""
+    if not name.endswith("_before"):
+        yield
+        return
+    old = os.environ.get("ALGOPERF_CONV_MATMUL")
+    os.environ["ALGOPERF_CONV_MATMUL"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["ALGOPERF_CONV_MATMUL"]
+        else:
+            os.environ["ALGOPERF_CONV_MATMUL"] = old
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -513,15 +533,17 @@ def main() -> None:
         if n in DIFFERENCES:
             print(f"  {n}: {DIFFERENCES[n]}", file=sys.stderr)
     for t in range(args.warmup):
-        for trainer in trainers.values():
-            trainer.step(t)
+        for n, trainer in trainers.items():
+            with checkout_of(n):
+                trainer.step(t)
     totals = {n: [] for n in names}
     t0 = args.warmup
     for r in range(args.rounds):
         seconds = dict.fromkeys(names, 0.0)
         for t in range(t0 + r * steps, t0 + (r + 1) * steps):
             for n, trainer in trainers.items():
-                seconds[n] += timed_step(trainer, t, device)
+                with checkout_of(n):
+                    seconds[n] += timed_step(trainer, t, device)
         for n in names:
             totals[n].append(seconds[n])
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {s:.1f} s" for n, s in seconds.items()),
@@ -532,7 +554,10 @@ def main() -> None:
             print(f"warning: {n} has non-finite parameters ({bad[0]}, ...)", file=sys.stderr)
     t_next = t0 + args.rounds * steps
     ours = [n for n in names if n.removesuffix("_before") in OURS]
-    flops = {n: trainers[n].cycle_flops(t_next) for n in ["adamw", *ours]}
+    flops = {}
+    for n in ["adamw", *ours]:
+        with checkout_of(n):
+            flops[n] = trainers[n].cycle_flops(t_next)
     total = {n: sum(v) for n, v in totals.items()}
     for n in names:
         print(f"{n}: {total[n] / (args.rounds * steps) * 1e3:.1f} ms/step over {args.rounds} cycle(s) of "
