@@ -93,6 +93,17 @@ class SpecAugment(nn.Module):
         return x
 
 
+def front(inputs: Any, input_paddings: Any, train: bool, freq_mask_count: int,
+          time_mask_count: int) -> tuple[Any, Any]:
+    """Both models' front, called inside their compact `__call__`: log-mel features, then (in
+    training) SpecAugment as the reference configures it (27 bins, 5% of the frames per mask)."""
+    x, paddings = log_mel(inputs, input_paddings)
+    if train:
+        x = SpecAugment(freq_mask_count=freq_mask_count, freq_mask_max_bins=27, time_mask_count=time_mask_count,
+                        time_mask_max_ratio=0.05)(x, paddings)
+    return x, paddings
+
+
 class Conv2dSubsampling(nn.Module):
     """A 3x3 stride-2 'SAME' convolution over (time, mel), ReLU or tanh, padded frames zeroed;
     a subsampled frame is padding when the first input frame of its stride is."""

@@ -28,9 +28,8 @@ from workloads.librispeech.jax_modules import (
     Conv2dSubsampling,
     LayerNorm,
     LibriSpeechJaxWorkload,
-    SpecAugment,
     dropout,
-    log_mel,
+    front,
     xavier,
 )
 from workloads.librispeech.tokenizer import VOCAB_SIZE
@@ -178,11 +177,7 @@ class Conformer(nn.Module):
     def __call__(self, inputs: Any, input_paddings: Any, train: bool, dropout_rate: float = 0.1,
                  use_running_average_bn: bool | None = None) -> tuple[Any, Any]:
         use_running_average = not train if use_running_average_bn is None else use_running_average_bn
-        x, paddings = log_mel(inputs, input_paddings)
-        if train:
-            x = SpecAugment(freq_mask_count=self.freq_mask_count, freq_mask_max_bins=27,
-                            time_mask_count=self.time_mask_count, time_mask_max_ratio=0.05)(
-                x, paddings)
+        x, paddings = front(inputs, input_paddings, train, self.freq_mask_count, self.time_mask_count)
         x, paddings = Subsample(self.encoder_dim)(x, paddings, train, dropout_rate)
         for _ in range(self.num_layers):
             x = ConformerBlock(self.activation_name, self.attention_temperature,
