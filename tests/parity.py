@@ -17,6 +17,7 @@ import optax
 import torch
 
 from algoperf import spec
+from algoperf.random_utils import prng_key
 from workloads.convert import Converter
 
 # AdamW settings of the one-step parity check (both frameworks get the same). Adam's first step
@@ -89,3 +90,15 @@ def jax_params_as_torch(params: Any, model_state: Any, convert: Converter) -> di
 def on_one_device(tree: Any) -> Any:
     device = jax.devices()[0]
     return jax.tree.map(lambda x: jax.device_put(np.asarray(x), device), tree)
+
+
+def assert_evals_agree(torch_workload: Any, jax_workload: Any, model: torch.nn.Module, convert: Converter,
+                       batch_size: int, rtol: float = 1e-4) -> None:
+    """Both workloads' `eval_model` on the same weights (the PyTorch model's, loaded into JAX)
+    give the same metrics, key for key."""
+    params, state = load_into_jax(model, convert)
+    t = torch_workload.eval_model(batch_size, model, None, prng_key(1), None, None, 0)
+    j = jax_workload.eval_model(batch_size, params, state, prng_key(1), None, None, 0)
+    assert t.keys() == j.keys()
+    for key in t:
+        np.testing.assert_allclose(j[key], t[key], rtol=rtol, err_msg=key)

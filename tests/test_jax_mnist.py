@@ -85,9 +85,4 @@ def test_a_step_sharded_over_8_devices_equals_the_single_device_step() -> None:
 
 def test_eval_of_jax_and_torch_agree_on_the_same_weights() -> None:
     tw, jw, model, _, _, convert = _pair("mnist1d")
-    params, state = parity.load_into_jax(model, convert)
-    t = tw.eval_model(256, model, None, prng_key(1), None, None, 0)
-    j = jw.eval_model(256, params, state, prng_key(1), None, None, 0)
-    assert t.keys() == j.keys()
-    for key in t:
-        np.testing.assert_allclose(j[key], t[key], rtol=1e-5, err_msg=key)
+    parity.assert_evals_agree(tw, jw, model, convert, 256, rtol=1e-5)

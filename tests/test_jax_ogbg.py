@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from algoperf import spec
-from algoperf.random_utils import prng_key
 from workloads import registry
 from workloads.convert import check_complete, flatten
 from workloads.ogbg.workload import GraphStream, collate
@@ -116,12 +115,7 @@ def test_a_step_sharded_over_8_devices_equals_the_single_device_step() -> None:
 @pytest.mark.heavy
 def test_eval_of_jax_and_torch_agree_on_the_same_weights() -> None:
     tw, jw, model, convert = _twins("ogbg")
-    params, state = parity.load_into_jax(model, convert)
-    t = tw.eval_model(16, model, None, prng_key(1), None, None, 0)
-    j = jw.eval_model(16, params, state, prng_key(1), None, None, 0)
-    assert t.keys() == j.keys()
-    for key in t:
-        np.testing.assert_allclose(j[key], t[key], rtol=1e-4, err_msg=key)
+    parity.assert_evals_agree(tw, jw, model, convert, 16)
 
 
 def test_loss_with_label_smoothing_against_numpy() -> None:

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from algoperf import spec
-from algoperf.random_utils import prng_key
 from workloads import registry
 from workloads.convert import check_complete, flatten
 from workloads.wmt import convert as wmt_convert
@@ -143,9 +142,4 @@ def test_eval_of_jax_and_torch_agree_on_the_same_weights() -> None:
     # Fresh workloads: with synthetic data, the eval-train split depends on whether the training
     # split was read first (both share the "train" pairs cache, of different synthetic sizes).
     tw, jw, model, convert = _fresh_twins("wmt")
-    params, state = parity.load_into_jax(model, convert)
-    t = tw.eval_model(2, model, None, prng_key(1), None, None, 0)
-    j = jw.eval_model(2, params, state, prng_key(1), None, None, 0)
-    assert t.keys() == j.keys()
-    for key in t:
-        np.testing.assert_allclose(j[key], t[key], rtol=1e-4, err_msg=key)
+    parity.assert_evals_agree(tw, jw, model, convert, 2)
