@@ -166,6 +166,7 @@ class Shampoo(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self._step = 0
         self._layouts = [self._layout(group) for group in self.param_groups]
+        self._buffers: dict[tuple[str, int], list[torch.Tensor]] = {}
 
     # ---- layout --------------------------------------------------------------------------------
     @staticmethod
@@ -284,21 +285,31 @@ class Shampoo(torch.optim.Optimizer):
         if group["grafting"] in ("adam", "none"):
             state["graft_v"] = torch.zeros_like(p)
 
-    @staticmethod
-    def _graft_directions(momenta: list[torch.Tensor], seconds: list[torch.Tensor | None],
+    def _scratch(self, name: str, group: dict[str, Any], like: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Buffers shaped as `like`, kept from step to step (allocating ~params-sized tensors every
+        step costs page faults that the arithmetic does not); never part of the state."""
+        key = (name, id(group))
+        buffers = self._buffers.get(key)
+        if buffers is None or [b.shape for b in buffers] != [t.shape for t in like]:
+            buffers = self._buffers[key] = [torch.empty_like(t) for t in like]
+        return buffers
+
+    def _graft_directions(self, momenta: list[torch.Tensor], seconds: list[torch.Tensor | None],
                           grads: list[torch.Tensor], group: dict[str, Any],
                           t: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The filtered gradients M and the grafted optimizer's directions A, in new tensors.
+        """The filtered gradients M and the grafted optimizer's directions A, in scratch buffers.
 
         M = beta1 M + (1 - beta1) G (Nesterov: beta1 M + (1 - beta1) G once more), / (1 - beta1^t);
         Adam: A = M / (sqrt(v / (1 - beta2^t)) + eps), v = beta2 v + (1 - beta2) G^2; SGD: A = M.
         """
         beta1 = group["betas"][0]
         torch._foreach_lerp_(momenta, grads, 1.0 - beta1)
+        filtered = self._scratch("filtered", group, momenta)
         if group["nesterov"]:
-            filtered = list(torch._foreach_lerp(momenta, grads, 1.0 - beta1))
+            for f, m, g in zip(filtered, momenta, grads):
+                torch.lerp(m, g, 1.0 - beta1, out=f)
         else:
-            filtered = list(torch._foreach_mul(momenta, 1.0))
+            torch._foreach_copy_(filtered, momenta)
         if beta1 > 0.0:
             torch._foreach_div_(filtered, 1.0 - beta1**t)
         adam = [i for i, v in enumerate(seconds) if v is not None]
@@ -309,12 +320,14 @@ class Shampoo(torch.optim.Optimizer):
         gs = [grads[i] for i in adam]
         torch._foreach_mul_(vs, b2)
         torch._foreach_addcmul_(vs, gs, gs, value=1.0 - b2)
-        denom = torch._foreach_div(vs, 1.0 - b2**t)
+        denom = self._scratch("denom", group, vs)
+        for d, v in zip(denom, vs):
+            torch.div(v, 1.0 - b2**t, out=d)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, group["grafting_epsilon"])
         graft = list(filtered)
-        for i, a in zip(adam, torch._foreach_div([filtered[i] for i in adam], denom)):
-            graft[i] = a
+        for i, a, d in zip(adam, self._scratch("graft", group, vs), denom):
+            graft[i] = torch.div(filtered[i], d, out=a)
         return filtered, graft
 
     @staticmethod
