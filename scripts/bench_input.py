@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import statistics
 import tempfile
@@ -49,6 +50,9 @@ THREADS = os.cpu_count() or 1
 # runs at most SYNTHETIC_SECONDS (at least 3 steps): a minute-long step waits for no batch anyway.
 SLOW_STEP_SECONDS = 30.0
 SYNTHETIC_SECONDS = 150.0
+# ... and at least MIN_SYNTHETIC_SECONDS: a millisecond step (mnist) over 10 steps measured mostly
+# the first batch's wait (the queue's start), a trial's first second, not its steady state.
+MIN_SYNTHETIC_SECONDS = 5.0
 
 # workload -> (bench batch size, number of batches of training data to write)
 PLAN: dict[str, tuple[int, int]] = {
@@ -215,7 +219,7 @@ def bench(name: str, root: Path, pipeline_batches: int, steps: int) -> dict[str,
     del first
     print(f"# {name}: model step {model_s:.3f} s", flush=True)
     pipe_s = pipeline_seconds_per_batch(workload, batch_size, data_dir, pipeline_batches)
-    steps = max(3, min(steps, int(SYNTHETIC_SECONDS / model_s)))
+    steps = max(3, min(max(steps, math.ceil(MIN_SYNTHETIC_SECONDS / model_s)), int(SYNTHETIC_SECONDS / model_s)))
     fraction = input_wait_fraction(workload, batch_size, data_dir, model_s, steps)
     return {
         "batch": batch_size,
