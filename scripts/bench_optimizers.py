@@ -37,7 +37,6 @@ import contextlib
 import copy
 import importlib
 import importlib.util
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -395,15 +394,13 @@ def checkout_of(name: str) -> Any:
     if not name.endswith("_before"):
         yield
         return
-    old = os.environ.get("ALGOPERF_CONV_MATMUL")
-    os.environ["ALGOPERF_CONV_MATMUL"] = "0"
+    from submissions import matmul
+
+    matmul.ENABLED = False
     try:
         yield
     finally:
-        if old is None:
-            del os.environ["ALGOPERF_CONV_MATMUL"]
-        else:
-            os.environ["ALGOPERF_CONV_MATMUL"] = old
+        matmul.ENABLED = True
 
 
 def sync(device: torch.device) -> None:

@@ -51,7 +51,7 @@ def test_linear_elsewhere_is_a_plain_product(rows, dtype):
 
 def test_the_route_can_be_turned_off(monkeypatch):
     x = torch.randn(512, 64)
-    monkeypatch.setenv("ALGOPERF_CONV_MATMUL", "0")
+    monkeypatch.setattr(matmul, "ENABLED", False)
     assert convolutions(lambda: matmul.linear(x, x)) == 0
 
 
@@ -126,15 +126,15 @@ def test_baselines_are_as_accurate_either_route(name, monkeypatch):
             return KFAC(m, lr=1e-2, damping=1e-3, inverse_frequency=2, fisher_type="empirical")
     start = [p.detach().clone() for p in model.parameters()]
 
-    def run(dtype: torch.dtype, route: str) -> list[torch.Tensor]:
-        monkeypatch.setenv("ALGOPERF_CONV_MATMUL", route)
+    def run(dtype: torch.dtype, route: bool) -> list[torch.Tensor]:
+        monkeypatch.setattr(matmul, "ENABLED", route)
         model.to(dtype)
         with torch.no_grad():
             for p, p0 in zip(model.parameters(), start):
                 p.copy_(p0)
         return [p.double() for p in steps(make, model, [(x.to(dtype), y) for x, y in batches])]
 
-    exact, by_route, plain = run(torch.float64, "0"), run(torch.float32, "1"), run(torch.float32, "0")
+    exact, by_route, plain = run(torch.float64, False), run(torch.float32, True), run(torch.float32, False)
     assert any((r - p).abs().max() > 0 for r, p in zip(by_route, plain))  # the route was taken
     for e, r, p, p0 in zip(exact, by_route, plain, start):
         rounding = 10 * torch.finfo(torch.float32).eps * (e - p0.double()).norm()
