@@ -71,10 +71,11 @@ def sandwich(left: torch.Tensor, middle: torch.Tensor, right: torch.Tensor) -> t
 
 def band_edges(n: int) -> list[int]:
     """Row bands of an n x n Gram matrix on the convolution route: as many as keep each band at
-    least MIN_ROWS rows, starting at multiples of CONV_BATCH (one band when n has no such split).
-    k bands do (k + 1) / 2k of the full product's arithmetic; 256-row bands beat 512-row ones on
-    Shampoo's 512 x 1024 blocks (R: 3.7-4.9 ms against 4.9-6.0 ms, one thread, under load)."""
-    bands = max(1, n // MIN_ROWS)
+    least 2 MIN_ROWS rows, starting at multiples of CONV_BATCH (one band when n has no such split).
+    k bands do (k + 1) / 2k of the full product's arithmetic. Bands of MIN_ROWS rows did less
+    arithmetic but took the same whole Shampoo cycle (docs/benchmarks/bench_optimizers.txt: step
+    ratio 1.556 with these, 1.557 with those), so the bands stay at the faster rate per FLOP."""
+    bands = max(1, n // (2 * MIN_ROWS))
     edges = [CONV_BATCH * round(i * n / bands / CONV_BATCH) for i in range(bands)] + [n]
     return edges if all(rows_fit(b - a) for a, b in zip(edges, edges[1:])) else [0, n]
 
