@@ -7,12 +7,12 @@ channels, and the output's channels-last memory is the p x m product. Same arith
 
 Why: on the 2-core AVX-512 CPU the benchmarks run on (an AMD EPYC), torch's float32 matmul (MKL's
 sgemm) ran at about 100 GFLOP/s on one thread, and the same product as a 1 x 1 convolution on a
-batch of CONV_BATCH images at 150-220 GFLOP/s, for rows from MIN_ROWS up; with fewer rows, or
+batch of CONV_BATCH images at 140-218 GFLOP/s, for rows from MIN_ROWS up; with fewer rows, or
 batches of 1-8 images, oneDNN falls back to a GEMM and the rate to MKL's (measured by
 `scripts/bench_optimizers.py --matmul`; record in docs/benchmarks/bench_optimizers.txt). The
 convolution route is taken only where it was measured to pay: float32 tensors on the CPU, with
-oneDNN available, and at least MIN_ROWS rows. Everything else (CUDA,
-bfloat16, float64, small blocks) is torch.mm / torch.bmm as before.
+oneDNN available, and at least MIN_ROWS rows. Everything else (CUDA, bfloat16, float64, small
+blocks) is torch.mm / torch.bmm as before.
 
 `ENABLED = False` (this module's attribute) turns the route off (benchmarks time both; results
 differ only in the rounding of float32 sums). Not an environment variable: a submission reads none

@@ -27,9 +27,10 @@ are stored by shape, each shape as one (k, r, c) stack holding their momentum an
 moment, with (k, r, r) and (k, c, c) stacks of statistics and roots. A step copies the gradient
 into the stacks once, updates the statistics with one batched product per shape (lower triangle
 only, `submissions/gram.py`: eigh reads no other), preconditions with two batched products per
-shape (float32 on a CPU: per block, as 1 x 1 convolutions, `submissions/matmul.py`), and adds the update back into the parameters through views; nothing loops over blocks in
-Python and nothing waits on the device. A parameter of the layout without a gradient at a step
-is treated as having a zero gradient.
+shape, and adds the update back into the parameters through views; nothing waits on the device.
+The one Python loop over blocks is float32 on a CPU, where each block's products are two 1 x 1
+convolutions (`submissions/matmul.py`: oneDNN's kernels at about twice the matmul's rate there).
+A parameter of the layout without a gradient at a step is treated as having a zero gradient.
 """
 
 from __future__ import annotations
