@@ -14,6 +14,8 @@ Printed last, per optimizer of ours (`shampoo`, `kfac`, `schedule_free`, `kfac_e
   products and convolutions; plus the dense factorisations, which it does not count, at their
   textbook costs, `FACTORISATION_FLOPS`), composed from FLOP-counted pieces: a typical step, a
   factor step, one recomputation of the roots / inverses;
+- `<library>_flop_ratio>=`: the same for a library, from its typical step's FLOPs times CYCLE: a
+  lower bound (its periodic work, factor updates and factorisations, is not counted);
 - `<ours>_vs_<library>=`: our cycle time / the library's, configured as close to ours as it allows
   (`LIBRARIES` says how, `DIFFERENCES` what remains different).
 
@@ -37,6 +39,7 @@ import contextlib
 import copy
 import importlib
 import importlib.util
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -416,35 +419,54 @@ def timed_step(trainer: Trainer, t: int, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-# (rows, columns) of the Gram products the baselines compute on the two models: Shampoo's blocks,
-# K-FAC's conv factors (in x N R, out x N R) of ResNet-18 layers 1 and 4, the transformer's.
-GRAM_SHAPES = [(1024, 1024), (512, 1024), (576, 32768), (4608, 512), (1024, 2048), (3072, 2048)]
+# (rows, columns) of the Gram products the baselines compute on the two models: Shampoo's blocks
+# (L and R of 512 x 1024, 256 x 1024, 128 x 1024 blocks; 1024 x 1024), K-FAC's conv factors
+# (in x N R, out x N R) of ResNet-18 layers 1 and 4, the transformer's.
+GRAM_SHAPES = [(512, 1024), (1024, 512), (256, 1024), (1024, 256), (1024, 128), (128, 1024), (1024, 1024),
+               (576, 32768), (4608, 512), (1024, 2048), (3072, 2048)]
 
 
-def bench_gram(rounds: int, band_rows: list[int]) -> None:
-    """Seconds of accumulating the lower band triangle of X X^T / of the full product, per shape
-    and band height, interleaved: the evidence for submissions/gram.py's BAND_ROWS."""
-    from submissions.gram import accumulate_lower_gram_
+def bench_gram(rounds: int) -> None:
+    """Time of accumulating the lower band triangle of X X^T over that of the full product, per
+    shape, interleaved, best of `rounds`: plain products (submissions/gram.py) in bands of 2, 4 and
+    8 and as gram.py's rule splits them; the convolution route (submissions/matmul.py) in its
+    bands of at least 2 MIN_ROWS rows and in bands of MIN_ROWS. The evidence for gram.BANDS, gram.MIN_BAND_ROWS and
+    matmul.band_edges."""
+    from submissions import gram, matmul
 
-    ratios: dict[int, list[float]] = {b: [] for b in band_rows}
+    variants: dict[str, Callable[[torch.Tensor, torch.Tensor], Any]] = {}
+    for bands in (2, 4, 8):
+        variants[f"{bands} bands"] = lambda out, x, b=bands: gram.accumulate_lower_gram_(
+            out, x, band_rows=max(1, x.shape[0] // b))
+    variants["rule"] = lambda out, x: gram.accumulate_lower_gram_(out, x)  # the route off: plain products
+    variants["conv"] = lambda out, x: matmul.accumulate_lower_gram_conv_(out, x, 1.0, 1.0)
+    variants["conv half rows"] = lambda out, x: matmul.accumulate_lower_gram_conv_(out, x, 1.0, 1.0,
+                                                                                    min_rows=matmul.MIN_ROWS)
+    ratios: dict[str, list[float]] = {v: [] for v in variants}
+    saved = matmul.ENABLED
     for n, m in GRAM_SHAPES:
         x, out = torch.randn(n, m), torch.zeros(n, n)
-        full, banded = [], {b: [] for b in band_rows}
+        here = {v: fn for v, fn in variants.items() if n >= matmul.MIN_ROWS or not v.startswith("conv")}
+        times: dict[str, list[float]] = {v: [] for v in ["full", *here]}
         for _ in range(rounds):
             start = time.perf_counter()
             out.addmm_(x, x.T)
-            full.append(time.perf_counter() - start)
-            for b in band_rows:
+            times["full"].append(time.perf_counter() - start)
+            for name, fn in here.items():
+                matmul.ENABLED = name.startswith("conv")
                 start = time.perf_counter()
-                accumulate_lower_gram_(out, x, band_rows=b)
-                banded[b].append(time.perf_counter() - start)
-        best = min(full)
-        line = ", ".join(f"{b} rows {min(banded[b]) / best:.2f}" for b in band_rows)
-        print(f"gram {n} x {m}: full {best * 1e3:.1f} ms; banded / full: {line}")
-        for b in band_rows:
-            ratios[b].append(min(banded[b]) / best)
-    for b in band_rows:
-        print(f"gram_band_{b}_ratio={sum(ratios[b]) / len(ratios[b]):.3f}")
+                fn(out, x)
+                times[name].append(time.perf_counter() - start)
+        matmul.ENABLED = saved
+        best = min(times["full"])
+        rule = gram.band_edges(n, None, m)
+        line = ", ".join(f"{v} {min(times[v]) / best:.2f}" for v in here)
+        print(f"gram {n} x {m}: full {best * 1e3:.2f} ms; banded / full: {line} (rule: {len(rule) - 1} bands; "
+              f"conv: {len(matmul.band_edges(n)) - 1}, half rows: {len(matmul.band_edges(n, matmul.MIN_ROWS)) - 1})")
+        for v in here:
+            ratios[v].append(min(times[v]) / best)
+    for v in variants:
+        print(f"gram_{v.replace(' ', '_')}_ratio={math.exp(sum(map(math.log, ratios[v])) / len(ratios[v])):.3f}")
 
 
 # (rows, inner, columns) of x @ w^T products: Shampoo's blocks (M P_R, P_L T), K-FAC's sandwiches
@@ -457,10 +479,6 @@ def bench_matmul(rounds: int) -> None:
     """GFLOP/s of x @ w^T as torch's product (F.linear) and as a 1 x 1 convolution of a batch of
     1, 4, 8, 16 or 32 channels-last images: the evidence for submissions/matmul.py's CONV_BATCH
     and MIN_ROWS. Best of `rounds`, interleaved."""
-    import math
-
-    import torch.nn.functional as F
-
     def conv(x: torch.Tensor, w: torch.Tensor, batch: int) -> torch.Tensor:
         p, n = x.shape
         return F.conv2d(x.view(batch, p // batch, 1, n).permute(0, 3, 1, 2), w.view(w.shape[0], n, 1, 1))
@@ -510,7 +528,7 @@ def main() -> None:
         bench_matmul(max(3, args.rounds))
         return
     if args.gram:
-        bench_gram(max(3, args.rounds), [128, 256, 512])
+        bench_gram(max(3, args.rounds))
         return
     names = args.optimizers.split(",")
     unknown = [n for n in names if n not in TRAINERS]
@@ -551,8 +569,9 @@ def main() -> None:
             print(f"warning: {n} has non-finite parameters ({bad[0]}, ...)", file=sys.stderr)
     t_next = t0 + args.rounds * steps
     ours = [n for n in names if n.removesuffix("_before") in OURS]
+    libraries = [n for n in names if n != "adamw" and n not in ours]
     flops = {}
-    for n in ["adamw", *ours]:
+    for n in ["adamw", *ours, *libraries]:
         with checkout_of(n):
             flops[n] = trainers[n].cycle_flops(t_next)
     total = {n: sum(v) for n, v in totals.items()}
@@ -562,6 +581,8 @@ def main() -> None:
     for n in ours:
         print(f"{n}_step_ratio={total[n] / total['adamw']:.3f}")
         print(f"{n}_flop_ratio={flops[n] / flops['adamw']:.3f}")
+    for n in libraries:
+        print(f"{n}_flop_ratio>={flops[n] / flops['adamw']:.3f}")
     for mine, library in COMPARISONS:
         for n in (f"{mine}_before", mine):
             if n in trainers and library in trainers:

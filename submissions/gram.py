@@ -14,22 +14,27 @@ import torch
 
 from submissions.matmul import accumulate_lower_gram_conv_
 
-# When to split: `scripts/bench_optimizers.py --gram` times the banded product against one full
-# product. On the 2-core AVX-512 CPU it was measured on, bands pay only when the inner dimension is
-# long (576 x 32768, K-FAC's first-stage conv factors: 256-row bands take 0.85 of the full
-# product's time) and cost more than they save otherwise (1024 x 1024: 0.89-3.3; 4608 x 512 with
-# 512-row bands: 1.6), so a product is split into bands of BAND_ROWS rows only when its inner
-# dimension is at least MIN_INNER_PER_ROW times its rows.
-BAND_ROWS = 256
-MIN_INNER_PER_ROW = 16
+# When to split (products that do not take the convolution route of submissions/matmul.py):
+# `scripts/bench_optimizers.py --gram` times the banded product against one full product. On the
+# Zen 4 EPYC machine (MKL's sgemm at 85-100 GFLOP/s on one thread) BANDS bands paid for every
+# shape the baselines have, rows 128-1024 and inner dimensions 128-32768 (0.63-0.87 of the full
+# product's time: the rate fell less than the arithmetic), and bands under MIN_BAND_ROWS rows
+# or a finer split lost it again; a product is split into BANDS bands of at least MIN_BAND_ROWS
+# rows, when its inner dimension is at least MIN_BAND_ROWS.
+BANDS = 4
+MIN_BAND_ROWS = 64
 
 
 def band_edges(n: int, band_rows: int | None = None, inner: int | None = None) -> list[int]:
-    """Boundaries of the row bands of an n x n Gram matrix with inner dimension `inner` (one band
-    when n < 2 band_rows, or when `inner` is given and below MIN_INNER_PER_ROW x n)."""
-    bands = max(1, n // (band_rows or BAND_ROWS))
-    if inner is not None and inner < MIN_INNER_PER_ROW * n:
+    """Boundaries of the row bands of an n x n Gram matrix with inner dimension `inner`: bands of
+    `band_rows` rows when given, else BANDS bands of at least MIN_BAND_ROWS rows (fewer when n is
+    small, one when `inner` is below MIN_BAND_ROWS)."""
+    if band_rows is not None:
+        bands = max(1, n // band_rows)
+    elif inner is not None and inner < MIN_BAND_ROWS:
         bands = 1
+    else:
+        bands = max(1, min(BANDS, n // MIN_BAND_ROWS))
     return [round(i * n / bands) for i in range(bands + 1)]
 
 
@@ -39,12 +44,12 @@ def accumulate_lower_gram_(out: torch.Tensor, x: torch.Tensor, alpha: float = 1.
 
     `x` is (n, m) or a batch (k, n, m) (any strides: a transposed view gives x^T x); `out` is
     (n, n) or (k, n, n). With beta = 0 the old values are ignored (NaN included), as in addmm_.
-    An explicit `band_rows` splits regardless of the inner dimension (tests). Float32 on a CPU
+    An explicit `band_rows` splits regardless of the inner dimension (tests, benchmarks). Float32 on a CPU
     takes the convolution route of `submissions/matmul.py` where it applies (its own bands).
     """
     if band_rows is None and accumulate_lower_gram_conv_(out, x, alpha, beta):
         return out
-    edges = band_edges(x.shape[-2], band_rows, None if band_rows else x.shape[-1])
+    edges = band_edges(x.shape[-2], band_rows, x.shape[-1])
     product = torch.Tensor.baddbmm_ if x.dim() == 3 else torch.Tensor.addmm_
     for i in range(len(edges) - 1):
         rows = slice(edges[i], edges[i + 1])

@@ -69,15 +69,17 @@ def sandwich(left: torch.Tensor, middle: torch.Tensor, right: torch.Tensor) -> t
     return out
 
 
-def band_edges(n: int) -> list[int]:
+def band_edges(n: int, min_rows: int = 2 * MIN_ROWS) -> list[int]:
     """Row bands of an n x n Gram matrix on the convolution route: as many as keep each band at
-    least 2 MIN_ROWS rows, starting at multiples of CONV_BATCH (one band when n has no such split).
-    k bands do (k + 1) / 2k of the full product's arithmetic. Bands of MIN_ROWS rows did less
-    arithmetic but took the same whole Shampoo cycle (docs/benchmarks/bench_optimizers.txt: step
-    ratio 1.556 with these, 1.557 with those), so the bands stay at the faster rate per FLOP."""
-    bands = max(1, n // (2 * MIN_ROWS))
+    least `min_rows` rows (2 MIN_ROWS), starting at multiples of CONV_BATCH (one band when n has no
+    such split). k bands do (k + 1) / 2k of the full product's arithmetic. Bands of MIN_ROWS rows
+    did less arithmetic but took the same whole Shampoo cycle on the Zen 5 machine (step ratio
+    1.556 with these, 1.557 with those) and the same time on the Zen 4 one (`--gram`: 0.87 and
+    0.88 of the full products'), so the bands stay at the faster rate per FLOP
+    (docs/benchmarks/bench_optimizers.txt)."""
+    bands = max(1, n // min_rows)
     edges = [CONV_BATCH * round(i * n / bands / CONV_BATCH) for i in range(bands)] + [n]
-    return edges if all(rows_fit(b - a) for a, b in zip(edges, edges[1:])) else [0, n]
+    return edges if all(rows_fit(b - a) and b - a >= min_rows for a, b in zip(edges, edges[1:])) else [0, n]
 
 
 def accumulate(out: torch.Tensor, product: torch.Tensor, alpha: float, beta: float) -> None:
@@ -92,15 +94,16 @@ def accumulate(out: torch.Tensor, product: torch.Tensor, alpha: float, beta: flo
         out.mul_(beta).add_(product, alpha=alpha)
 
 
-def accumulate_lower_gram_conv_(out: torch.Tensor, x: torch.Tensor, alpha: float, beta: float) -> bool:
+def accumulate_lower_gram_conv_(out: torch.Tensor, x: torch.Tensor, alpha: float, beta: float,
+                                min_rows: int = 2 * MIN_ROWS) -> bool:
     """out <- beta out + alpha x x^T on the lower band triangle of `out`, by the convolution route;
     False (nothing done) when the route does not apply. `x` is (n, m) or (k, n, m), any strides
-    (a transposed block is copied contiguous once)."""
+    (a transposed block is copied contiguous once); bands of at least `min_rows` rows."""
     n = x.shape[-2]
     if not (conv_route(x) and rows_fit(n)):
         return False
     blocks = [(out, x)] if x.dim() == 2 else list(zip(out.unbind(0), x.unbind(0)))
-    edges = band_edges(n)
+    edges = band_edges(n, min_rows)
     for o, xi in blocks:
         xi = xi.contiguous()
         for lo, hi in zip(edges, edges[1:]):

@@ -15,9 +15,15 @@ def test_bands_cover_the_rows_once():
     assert band_edges(7, 2) == [0, 2, 5, 7]  # three bands as equal as rows allow
 
 
+def test_the_rule_splits_into_four_bands_of_enough_rows():
+    assert band_edges(1024, inner=512) == [0, 256, 512, 768, 1024]
+    assert band_edges(128, inner=1024) == [0, 64, 128]  # bands of at least 64 rows
+    assert band_edges(127, inner=1024) == [0, 127]
+
+
 def test_a_short_inner_dimension_keeps_one_band():
-    assert band_edges(1024, 256, inner=1024) == [0, 1024]
-    assert band_edges(512, 256, inner=16 * 512) == [0, 256, 512]
+    assert band_edges(1024, inner=63) == [0, 1024]
+    assert band_edges(1024, 512, inner=63) == [0, 512, 1024]  # explicit bands split regardless
 
 
 @pytest.mark.parametrize("band_rows", [1, 2, 3, 100])

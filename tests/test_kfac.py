@@ -240,8 +240,8 @@ def test_it_is_asdl_kfac_where_the_algorithms_coincide(fisher):
 
 def test_a_bias_is_a_last_input_of_ones_in_every_band(monkeypatch):
     # A = mean over examples and patches of [a; 1][a; 1]^T; statistics split into one-row bands.
-    monkeypatch.setattr(gram, "BAND_ROWS", 1)
-    monkeypatch.setattr(gram, "MIN_INNER_PER_ROW", 0)
+    monkeypatch.setattr(gram, "BANDS", 10**6)
+    monkeypatch.setattr(gram, "MIN_BAND_ROWS", 1)
     torch.manual_seed(11)
     conv = nn.Conv2d(2, 3, kernel_size=2, stride=1, bias=True).to(DT)
     x = torch.randn(3, 2, 4, 4, dtype=DT)

@@ -180,8 +180,8 @@ def test_blocks_of_every_shape_and_memory_format_are_each_the_closed_form(monkey
     # Several parameters, blocks of 3: full blocks, right and bottom edges and a corner, one
     # shape shared by two parameters, a channels_last kernel; statistics split into bands of
     # one row (every band pair a separate product) must still give each block's closed form.
-    monkeypatch.setattr(gram, "BAND_ROWS", 1)
-    monkeypatch.setattr(gram, "MIN_INNER_PER_ROW", 0)
+    monkeypatch.setattr(gram, "BANDS", 10**6)
+    monkeypatch.setattr(gram, "MIN_BAND_ROWS", 1)
     torch.manual_seed(5)
     shapes = [(5, 7), (3, 3), (2, 3, 2, 2), (4,)]
     params = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in shapes]
