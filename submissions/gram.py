@@ -16,11 +16,12 @@ from submissions.matmul import accumulate_lower_gram_conv_
 
 # When to split (products that do not take the convolution route of submissions/matmul.py):
 # `scripts/bench_optimizers.py --gram` times the banded product against one full product. On the
-# Zen 4 EPYC machine (MKL's sgemm at 85-100 GFLOP/s on one thread) BANDS bands paid for every
-# shape the baselines have, rows 128-1024 and inner dimensions 128-32768 (0.63-0.87 of the full
-# product's time: the rate fell less than the arithmetic), and bands under MIN_BAND_ROWS rows
-# or a finer split lost it again; a product is split into BANDS bands of at least MIN_BAND_ROWS
-# rows, when its inner dimension is at least MIN_BAND_ROWS.
+# Zen 4 EPYC machine (MKL's sgemm at 85-100 GFLOP/s on one thread) this rule's bands took 0.60-0.81
+# of the full product's time for every shape the baselines have with 256-4608 rows and inner
+# dimensions 128-32768 (the rate fell less than the arithmetic), 0.99 for 128 x 1024 in two bands;
+# eight bands lost again where bands got short (record: docs/benchmarks/bench_optimizers.txt).
+# A product is split into BANDS bands of at least MIN_BAND_ROWS rows, when its inner dimension is
+# at least MIN_BAND_ROWS.
 BANDS = 4
 MIN_BAND_ROWS = 64
 
