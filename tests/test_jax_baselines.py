@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from submissions.kfac import jax_layers
-from submissions.kfac.jax_optimizer import fisher_output_gradients, kfac, scale_by_kfac
+from submissions.kfac.jax_optimizer import fisher_output_gradients, kfac, scale_by_kfac, spd_inverse
 from submissions.nadamw.jax_optimizer import nadamw
 from submissions.schedule_free.jax_optimizer import eval_params, schedule_free_adamw
 from submissions.shampoo.jax_optimizer import regions, scale_by_shampoo
@@ -499,3 +499,15 @@ def test_a_schedule_free_state_at_x_survives_a_checkpoint(schedule_free_runs, tm
                 jax.tree.leaves((at_x.opt_state, at_x.at_y, at_x.recent_batches)), strict=True)
     for got, saved in pairs:
         np.testing.assert_array_equal(got, saved)
+
+
+def test_kfac_inverts_damped_factors_by_cholesky_symmetric_and_exact_to_float32():
+    # A rank-deficient float32 factor (8 examples, 64 inputs) under K-FAC's smallest damping: the
+    # inverse is symmetric and matches the float64 inverse to float32 precision of its condition.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    m = x @ x.T / 8 + 1e-3 * np.eye(64, dtype=np.float32)
+    inverse = np.asarray(spd_inverse(jnp.asarray(m)))
+    expected = np.linalg.inv(m.astype(np.float64))
+    assert np.abs(inverse - inverse.T).max() <= 1e-5 * np.abs(expected).max()  # LU (jnp.linalg.inv): 3e-4
+    np.testing.assert_allclose(inverse, expected, rtol=0, atol=1e-3 * np.abs(expected).max())
