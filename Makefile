@@ -33,10 +33,12 @@ lint: install
 	$(VENV)/bin/ruff check algoperf workloads submissions scoring scripts tests
 	$(VENV)/bin/hadolint docker/Dockerfile.pytorch docker/Dockerfile.jax
 
+# The suite runs in one pytest-xdist worker per core (each with one math thread: tests/conftest.py);
 # tests/test_docker.py runs last, so that the CPU test image has the whole suite's time to build.
 DOCKER_TESTS := tests/test_docker.py
 test: install docker-prereqs browser lint
-	$(PYTHON) -m pytest -q --durations=25 $(filter-out $(DOCKER_TESTS),$(sort $(wildcard tests/test_*.py))) $(DOCKER_TESTS)
+	$(PYTHON) -m pytest -q -n auto --dist worksteal --durations=25 $(filter-out $(DOCKER_TESTS),$(sort $(wildcard tests/test_*.py)))
+	$(PYTHON) -m pytest -q --durations=5 $(DOCKER_TESTS)
 
 # The tests marked heavy (every workload variant's synthetic run), left out of `make test`.
 test-heavy: install docker-prereqs

@@ -15,6 +15,11 @@ import pytest
 # JAX tests run on 8 host (CPU) devices, as DESIGN.md's scale tests do; the flag must be set
 # before jax is first imported, and subprocesses inherit it.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# `make test` runs the suite in one pytest-xdist worker per core: one math thread each (and in
+# their subprocesses), or the workers' thread pools spin against each other on the shared cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 REPO = Path(__file__).resolve().parent.parent
 

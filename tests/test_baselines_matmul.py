@@ -136,6 +136,9 @@ def test_baselines_are_as_accurate_either_route(name, monkeypatch):
 
     exact, by_route, plain = run(torch.float64, False), run(torch.float32, True), run(torch.float32, False)
     assert any((r - p).abs().max() > 0 for r, p in zip(by_route, plain))  # the route was taken
-    for e, r, p, p0 in zip(exact, by_route, plain, start):
-        rounding = 10 * torch.finfo(torch.float32).eps * (e - p0.double()).norm()
-        assert (r - e).norm() <= 1.5 * (p - e).norm() + rounding
+    # One distance over all parameters: a 16-entry bias alone is a handful of roundings, whose
+    # ratio between two summation orders varies with the machine's thread count.
+    exact, by_route, plain, start = (torch.cat([t.flatten().double() for t in ts])
+                                     for ts in (exact, by_route, plain, start))
+    rounding = 10 * torch.finfo(torch.float32).eps * (exact - start).norm()
+    assert (by_route - exact).norm() <= 1.5 * (plain - exact).norm() + rounding
