@@ -5,14 +5,17 @@ STAMP   := $(VENV)/.installed
 # pip takes the CPU build of torch==2.13.0 from local disk on these machines (see README).
 # jax is installed beside torch: the reference environment has both, and JAX runs need it.
 EXTRAS  := pytorch,jax,data,cluster,bench,dev
+# The versions measured to co-install (`algoperf docker lock`): the images and .venv install the
+# same ones, so a release on PyPI changes neither until the lock is rewritten.
+LOCK    := docker/constraints.txt
 
 .PHONY: install run test test-heavy lint browser docker-prereqs clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --constraint $(LOCK) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 # Headless Chromium opens the HTML report in the report tests (Debian's package).
