@@ -41,7 +41,9 @@ def test_lock_is_the_closure_installed_here():
     """docker/constraints.txt pins what co-installs in the tests' environment (`algoperf docker lock`)."""
     locked = docker_cli.read_lock()
     installed = docker_cli.pinned_closure(docker_cli.LOCK_EXTRAS)
-    assert locked == installed, "docker/constraints.txt is stale: run `algoperf docker lock`"
+    assert locked == installed, (
+        "the installed closure differs from docker/constraints.txt: `make install` installs under the "
+        "lock; after a deliberate upgrade (or a new dependency) rewrite it with `algoperf docker lock`")
     assert locked["torch"] == "2.13.0"  # the public version: admits the CPU and CUDA builds
 
 
