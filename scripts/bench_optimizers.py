@@ -390,20 +390,22 @@ TRAINERS: dict[str, type[Trainer]] = {
 
 # ---- the benchmark -----------------------------------------------------------------------------
 @contextlib.contextmanager
-def checkout_of(name: str) -> Any:
+def checkout_of(name: str, route: str = "off") -> Any:
     """While a `<ours>_before` trainer steps: no convolution route for products (its optimizer
     module is the other checkout's, but `submissions.gram` is this one's, whose only change since
-    the route came is taking it; see submissions/matmul.py)."""
+    the route came is taking it; see submissions/matmul.py), or with `route="gram-off"` none for
+    Gram products only."""
     if not name.endswith("_before"):
         yield
         return
     from submissions import matmul
 
-    matmul.ENABLED = False
+    switch = "GRAM_ROUTE" if route == "gram-off" else "ENABLED"
+    setattr(matmul, switch, False)
     try:
         yield
     finally:
-        matmul.ENABLED = True
+        setattr(matmul, switch, True)
 
 
 def sync(device: torch.device) -> None:
@@ -518,6 +520,9 @@ def main() -> None:
     parser.add_argument("--before", metavar="DIR",
                         help="also time our optimizers as another checkout of the repository at DIR has them "
                              "(e.g. `git worktree add DIR <commit>`), as <name>_before")
+    parser.add_argument("--before-route", choices=["off", "gram-off"], default="off",
+                        help="while a <name>_before steps: no convolution route for products (off), or "
+                             "none for Gram products only (gram-off); --before <this checkout> times the route")
     parser.add_argument("--gram", action="store_true",
                         help="instead: time banded lower-triangle Gram products against full ones")
     parser.add_argument("--matmul", action="store_true",
@@ -549,7 +554,7 @@ def main() -> None:
             print(f"  {n}: {DIFFERENCES[n]}", file=sys.stderr)
     for t in range(args.warmup):
         for n, trainer in trainers.items():
-            with checkout_of(n):
+            with checkout_of(n, args.before_route):
                 trainer.step(t)
     totals = {n: [] for n in names}
     t0 = args.warmup
@@ -557,7 +562,7 @@ def main() -> None:
         seconds = dict.fromkeys(names, 0.0)
         for t in range(t0 + r * steps, t0 + (r + 1) * steps):
             for n, trainer in trainers.items():
-                with checkout_of(n):
+                with checkout_of(n, args.before_route):
                     seconds[n] += timed_step(trainer, t, device)
         for n in names:
             totals[n].append(seconds[n])
@@ -572,7 +577,7 @@ def main() -> None:
     libraries = [n for n in names if n != "adamw" and n not in ours]
     flops = {}
     for n in ["adamw", *ours, *libraries]:
-        with checkout_of(n):
+        with checkout_of(n, args.before_route):
             flops[n] = trainers[n].cycle_flops(t_next)
     total = {n: sum(v) for n, v in totals.items()}
     for n in names:

@@ -96,6 +96,23 @@ def test_gram_by_convolution_updates_the_lower_band_triangle(alpha, beta):
     np.testing.assert_array_equal(out.double().numpy()[:, ~lower], before[:, ~lower])  # never written
 
 
+def test_gram_products_alone_can_leave_the_route(monkeypatch):
+    """GRAM_ROUTE = False: Gram products take gram.py's plain bands (four of 256 rows here), the
+    same lower triangle; other products keep the route."""
+    g = torch.Generator().manual_seed(3)
+    x, out = torch.randn(1024, 300, generator=g), torch.zeros(1024, 1024)
+    monkeypatch.setattr(matmul, "GRAM_ROUTE", False)
+    assert convolutions(lambda: accumulate_lower_gram_(out, x, alpha=0.5, beta=0.0)) == 0
+    assert convolutions(lambda: matmul.linear(x, x)) == 1
+    xd = x.double().numpy()
+    expected = 0.5 * xd @ xd.T
+    lower = np.zeros((1024, 1024), dtype=bool)
+    for lo in range(0, 1024, 256):
+        lower[lo : lo + 256, : lo + 256] = True
+    close(out[lower], expected[lower], scale=300 * 4 * 0.5)
+    assert out.double().numpy()[~lower].max() == 0.0  # the upper band triangle never written
+
+
 def steps(make_optimizer, model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
     optimizer = make_optimizer(model)
     for x, y in batches:
