@@ -24,8 +24,9 @@ differ only in the rounding of float32 sums); `GRAM_ROUTE = False` only for Gram
 then take submissions/gram.py's plain bands. On the Zen 4 those ran 20-24% faster than the route's
 at the transformer's shapes, and whole transformer cycles took 4% (Shampoo) and 0.5% (K-FAC) less
 (`bench_optimizers.py --before <this checkout> --before-route gram-off`); on the Zen 5 the route's
-products ran at about twice the plain ones' rate, so it stays on for both. Not an environment variable: a submission reads none
-that could steer it differently from run to run (`algoperf check`).
+products ran at about twice the plain ones' rate, so Gram products keep the route too. Neither is
+an environment variable: a submission reads none that could steer it differently from run to run
+(`algoperf check`).
 """
 
 from __future__ import annotations
