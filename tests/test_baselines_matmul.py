@@ -78,6 +78,15 @@ def test_band_edges_are_multiples_of_the_batch_and_cover_the_rows():
     assert all((b - a) % matmul.CONV_BATCH == 0 and b - a >= 2 * matmul.MIN_ROWS for a, b in zip(edges, edges[1:]))
 
 
+def band_triangle(n: int, rows: int) -> np.ndarray:
+    """The entries of an n x n Gram matrix computed in bands of `rows` rows: each band's diagonal
+    block and all left of it."""
+    lower = np.zeros((n, n), dtype=bool)
+    for lo in range(0, n, rows):
+        lower[lo : lo + rows, : lo + rows] = True
+    return lower
+
+
 @pytest.mark.parametrize("alpha, beta", [(0.05, 0.95), (1.0, 1.0), (0.5, 0.0), (2.0, 0.5)])
 def test_gram_by_convolution_updates_the_lower_band_triangle(alpha, beta):
     g = torch.Generator().manual_seed(2)
@@ -89,9 +98,7 @@ def test_gram_by_convolution_updates_the_lower_band_triangle(alpha, beta):
     assert convolutions(lambda: accumulate_lower_gram_(out, x, alpha=alpha, beta=beta)) == 2 * 2  # 2 blocks x 2 bands
     xd = x.double().numpy()
     expected = beta * np.nan_to_num(before) + alpha * xd @ xd.transpose(0, 2, 1)
-    lower = np.zeros((1024, 1024), dtype=bool)
-    for lo in range(0, 1024, 512):
-        lower[lo : lo + 512, : lo + 512] = True  # each band: its diagonal block and all left of it
+    lower = band_triangle(1024, 512)
     close(out[:, lower], expected[:, lower], scale=300 * 4 * alpha)
     np.testing.assert_array_equal(out.double().numpy()[:, ~lower], before[:, ~lower])  # never written
 
@@ -106,9 +113,7 @@ def test_gram_products_alone_can_leave_the_route(monkeypatch):
     assert convolutions(lambda: matmul.linear(x, x)) == 1
     xd = x.double().numpy()
     expected = 0.5 * xd @ xd.T
-    lower = np.zeros((1024, 1024), dtype=bool)
-    for lo in range(0, 1024, 256):
-        lower[lo : lo + 256, : lo + 256] = True
+    lower = band_triangle(1024, 256)
     close(out[lower], expected[lower], scale=300 * 4 * 0.5)
     assert out.double().numpy()[~lower].max() == 0.0  # the upper band triangle never written
 
